@@ -1,0 +1,124 @@
+"""Small helpers over a GraphDef: tensor-name parsing, node lookup, consumers, constants."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+
+def parse_input(ref: str) -> tuple[str, int, bool]:
+    """'^name' -> (name, -1, True); 'name:2' -> (name, 2, False); 'name' -> (name, 0, False)."""
+    if ref.startswith("^"):
+        return ref[1:], -1, True
+    name, sep, port = ref.rpartition(":")
+    if sep and port.isdigit():
+        return name, int(port), False
+    return ref, 0, False
+
+
+def node_name(ref: str) -> str:
+    return parse_input(ref)[0]
+
+
+def tensor_ref(name: str, port: int) -> str:
+    return name if port == 0 else f"{name}:{port}"
+
+
+def node_map(graph_def) -> dict:
+    return {n.name: n for n in graph_def.node}
+
+
+def consumers(graph_def) -> dict:
+    """node name -> list of (consumer node, input index) over data and control inputs."""
+    users = defaultdict(list)
+    for n in graph_def.node:
+        for i, ref in enumerate(n.input):
+            users[node_name(ref)].append((n, i))
+    return users
+
+
+def replace_uses(graph_def, old_ref: str, new_ref: str, *, control_too: bool = False) -> int:
+    """Point every data input that reads `old_ref` at `new_ref`; returns how many were changed."""
+    old_name, old_port, _ = parse_input(old_ref)
+    changed = 0
+    for n in graph_def.node:
+        for i, ref in enumerate(n.input):
+            name, port, is_control = parse_input(ref)
+            if name != old_name:
+                continue
+            if is_control:
+                if control_too:
+                    n.input[i] = "^" + node_name(new_ref)
+                    changed += 1
+            elif port == old_port:
+                n.input[i] = new_ref
+                changed += 1
+    return changed
+
+
+def remove_nodes(graph_def, names: set) -> None:
+    """Delete nodes by name, and every control input that names them."""
+    keep = [n for n in graph_def.node if n.name not in names]
+    for n in keep:
+        inputs = [r for r in n.input if not (r.startswith("^") and r[1:] in names)]
+        if len(inputs) != len(n.input):
+            del n.input[:]
+            n.input.extend(inputs)
+    del graph_def.node[:]
+    graph_def.node.extend(keep)
+
+
+def const_value(node) -> np.ndarray | None:
+    """The value of a Const node as a NumPy array, or None for any other node."""
+    if node is None or node.op != "Const":
+        return None
+    from tensorflow.python.framework import tensor_util
+
+    return tensor_util.MakeNdarray(node.attr["value"].tensor)
+
+
+def make_const(graph_def_or_none, name: str, value: np.ndarray, dtype=None):
+    """A Const NodeDef holding `value` (added to the graph when one is given)."""
+    from tensorflow.core.framework import node_def_pb2
+    from tensorflow.python.framework import dtypes, tensor_util
+
+    value = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
+    node = node_def_pb2.NodeDef(name=name, op="Const")
+    node.attr["dtype"].type = dtypes.as_dtype(value.dtype).as_datatype_enum
+    node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+    if graph_def_or_none is not None:
+        graph_def_or_none.node.append(node)
+    return node
+
+
+def unique_name(graph_def, base: str) -> str:
+    names = {n.name for n in graph_def.node}
+    if base not in names:
+        return base
+    i = 1
+    while f"{base}_{i}" in names:
+        i += 1
+    return f"{base}_{i}"
+
+
+def ancestors(graph_def, roots, *, control: bool = True) -> set:
+    """Names of `roots` and every node they depend on."""
+    nodes = node_map(graph_def)
+    seen, stack = set(), [node_name(r) for r in roots]
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        for ref in nodes[name].input:
+            if control or not ref.startswith("^"):
+                stack.append(node_name(ref))
+    return seen
+
+
+def op_histogram(graph_def) -> dict:
+    counts = defaultdict(int)
+    for n in graph_def.node:
+        counts[n.op] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

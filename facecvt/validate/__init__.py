@@ -1,0 +1,1 @@
+"""Runners (one per backend), inputs and preprocessing, comparison, metrics and reports."""

@@ -1,0 +1,60 @@
+"""Backend runners behind one interface, looked up by backend name or artifact suffix."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from facecvt.errors import FacecvtError
+
+# backend name -> "module:Class", imported on first use (each runtime is slow to import)
+RUNNERS = {
+    "tensorflow": "facecvt.validate.runners.tensorflow:TensorFlowRunner",
+    "opencv": "facecvt.validate.runners.opencv:OpenCVRunner",
+    "onnxruntime": "facecvt.validate.runners.onnxruntime:OnnxRuntimeRunner",
+    "litert": "facecvt.validate.runners.litert:LiteRTRunner",
+    "coreml": "facecvt.validate.runners.coreml:CoreMLRunner",
+}
+
+ALIASES = {"tf": "tensorflow", "cv2": "opencv", "ort": "onnxruntime", "onnx": "onnxruntime",
+           "tflite": "litert"}
+
+SUFFIX_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert", ".mlpackage": "coreml",
+                  ".mlmodel": "coreml"}
+
+
+def backend_for(path: str | Path, role: str = "candidate") -> str:
+    """The backend a path implies: `.pb` is opencv as a candidate, tensorflow as the reference."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SUFFIX_BACKEND:
+        return SUFFIX_BACKEND[suffix]
+    if suffix in (".pb", ".pbtxt") or path.is_dir():
+        return "tensorflow" if role == "reference" else "opencv"
+    raise FacecvtError(
+        f"cannot tell the backend of {path} from its suffix; write BACKEND=PATH "
+        f"with BACKEND one of {', '.join(RUNNERS)}")
+
+
+def parse_candidate(spec: str, role: str = "candidate") -> tuple[str, Path]:
+    """'BACKEND=PATH' or 'PATH' -> (backend, path)."""
+    if "=" in spec:
+        name, _, path = spec.partition("=")
+        name = ALIASES.get(name.strip().lower(), name.strip().lower())
+        if name not in RUNNERS:
+            raise FacecvtError(f"unknown backend {name!r} in {spec!r}; use one of {', '.join(RUNNERS)}")
+        return name, Path(path)
+    return backend_for(spec, role), Path(spec)
+
+
+def runner_class(backend: str):
+    module_name, _, class_name = RUNNERS[backend].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_runner(backend: str, path: str | Path, **options):
+    """Open `path` with the runner of `backend`."""
+    path = Path(path)
+    if not path.exists():
+        raise FacecvtError(f"{path} does not exist")
+    return runner_class(backend)(path, **options)
