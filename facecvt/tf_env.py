@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 _tf = None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the duration (Python's own stderr is kept)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def import_tf():
@@ -16,15 +37,35 @@ def import_tf():
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
-        import tensorflow as tf
+        with _native_stderr_silenced():  # C++ start-up lines (absl, CUDA stubs) ignore the log level
+            import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")
         _tf = tf
     return _tf
 
 
+def silence_native_stderr() -> None:
+    """For the CLI: C++ libraries' log lines go to /dev/null; Python's stderr keeps the terminal.
+
+    TensorFlow, LiteRT and OpenCV print start-up lines on file descriptor 2 whatever their
+    log level; facecvt's own messages go through `sys.stderr`, which is moved to a copy.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(saved, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="replace")
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def graph_def_class():
-    """The GraphDef protobuf class, without importing all of TensorFlow's Python API."""
+    """The GraphDef protobuf class (TensorFlow is imported quietly first)."""
+    import_tf()
     from tensorflow.core.framework.graph_pb2 import GraphDef
 
     return GraphDef

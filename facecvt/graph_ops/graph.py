@@ -79,7 +79,7 @@ def const_value(node) -> np.ndarray | None:
 
 
 def make_const(graph_def_or_none, name: str, value: np.ndarray, dtype=None):
-    """A Const NodeDef holding `value` (added to the graph when one is given)."""
+    """A Const NodeDef holding `value`; added to the graph when one is given (renamed if taken)."""
     from tensorflow.core.framework import node_def_pb2
     from tensorflow.python.framework import dtypes, tensor_util
 
@@ -88,6 +88,7 @@ def make_const(graph_def_or_none, name: str, value: np.ndarray, dtype=None):
     node.attr["dtype"].type = dtypes.as_dtype(value.dtype).as_datatype_enum
     node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
     if graph_def_or_none is not None:
+        node.name = unique_name(graph_def_or_none, name)
         graph_def_or_none.node.append(node)
     return node
 
@@ -122,3 +123,26 @@ def op_histogram(graph_def) -> dict:
     for n in graph_def.node:
         counts[n.op] += 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def rewire(graph_def, mapping: dict) -> int:
+    """Apply {old tensor: new tensor} to every data input in one sweep (chains are followed).
+
+    Keys and values are tensor refs ('node' or 'node:k'); control inputs are left alone.
+    """
+    canonical = {tensor_ref(*parse_input(k)[:2]): v for k, v in mapping.items()}
+    changed = 0
+    for node in graph_def.node:
+        for i, ref in enumerate(node.input):
+            if ref.startswith("^"):
+                continue
+            key = tensor_ref(*parse_input(ref)[:2])
+            if key not in canonical:
+                continue
+            seen = set()
+            while key in canonical and key not in seen:
+                seen.add(key)
+                key = tensor_ref(*parse_input(canonical[key])[:2])
+            node.input[i] = key
+            changed += 1
+    return changed

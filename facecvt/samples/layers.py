@@ -121,6 +121,47 @@ class TrainingLayers:
             outputs = tf.reshape(outputs, original_shape, name=f"{bn}Reshape_1")
         return outputs
 
+    def unfused_batch_norm(self, x, scope: str):
+        """tf.nn.batch_normalization under a v1 cond: batch moments in training, moving ones otherwise.
+
+        Written as the mul/add chain (no FusedBatchNorm), on a tensor of any rank.
+        """
+        tf = self.tf
+        bn = f"{scope}BatchNorm/"
+        channels = int(x.shape[-1])
+        gamma = self.variable(bn, "gamma", [channels])
+        beta = self.variable(bn, "beta", [channels])
+        moving_mean = self.variable(bn, "moving_mean", [channels])
+        moving_variance = self.variable(bn, "moving_variance", [channels])
+        cond = V1Cond(tf, self.phase_train, f"{bn}cond/")
+        x_f, x_t = cond.switch(x, "Switch_1")
+        with tf.compat.v1.name_scope(f"{cond.scope}moments/"):
+            mean_t, var_t = tf.nn.moments(x_t, list(range(x.shape.rank - 1)))
+        with tf.compat.v1.name_scope(f"{cond.scope}train/"):
+            y_t = tf.nn.batch_normalization(x_t, mean_t, var_t, beta.value(), gamma.value(), self.epsilon)
+        m_f, _ = cond.switch(moving_mean.value(), "Switch_2")
+        v_f, _ = cond.switch(moving_variance.value(), "Switch_3")
+        with tf.compat.v1.name_scope(f"{cond.scope}infer/"):
+            y_f = tf.nn.batch_normalization(x_f, m_f, v_f, beta.value(), gamma.value(), self.epsilon)
+        outputs = cond.merge(y_f, y_t)
+        mean = cond.merge(m_f, mean_t, "Merge_1")
+        variance = cond.merge(v_f, var_t, "Merge_2")
+        update = V1Cond(tf, self.phase_train, f"{bn}cond_1/")
+        assigns = [self._assign_moving_average(update, moving_mean, mean, "AssignMovingAvg"),
+                   self._assign_moving_average(update, moving_variance, variance, "AssignMovingAvg_1")]
+        out_f, out_t = update.switch(outputs, "Switch_1")
+        with tf.compat.v1.name_scope(update.scope), tf.control_dependencies(assigns):
+            forced = tf.identity(out_t, name="Identity")
+        return update.merge(out_f, forced)
+
+    def prelu(self, x, scope: str):
+        """insightface's PReLU: relu(x) + alpha * (x - |x|) * 0.5."""
+        tf = self.tf
+        alpha = self.variable(f"{scope}/", "alpha", [int(x.shape[-1])])
+        with tf.compat.v1.name_scope(f"{scope}/prelu/"):
+            negative = tf.multiply(tf.multiply(alpha.value(), tf.subtract(x, tf.abs(x))), 0.5)
+            return tf.add(tf.nn.relu(x), negative, name="add")
+
     def _assign_moving_average(self, cond: V1Cond, variable, value, name: str):
         """variable -= (variable - value) * (1 - decay), in the training branch."""
         tf = self.tf

@@ -1,0 +1,3 @@
+from facecvt.cli import main
+
+main()

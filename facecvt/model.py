@@ -1,0 +1,289 @@
+"""Load any accepted input (frozen .pb, text .pbtxt, checkpoint folder) into one in-memory model."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facecvt.errors import FacecvtError, did_you_mean
+from facecvt.graph_ops.graph import node_map, node_name, parse_input
+
+# placeholder names that switch a graph between training and inference, and their inference value
+TRAINING_FLAG_NAMES = {"phase_train": False, "is_training": False, "training": False, "is_train": False,
+                       "train_phase": False, "keras_learning_phase": False, "learning_phase": False,
+                       "keep_prob": 1.0, "dropout_keep_prob": 1.0, "keep_probability": 1.0}
+INPUT_OPS = {"Placeholder", "PlaceholderWithDefault", "PlaceholderV2"}
+QUEUE_DEQUEUE = {"QueueDequeueUpToV2", "QueueDequeueManyV2", "QueueDequeueV2", "QueueDequeueUpTo",
+                 "QueueDequeueMany"}
+NOT_OUTPUTS = {"NoOp", "Assign", "AssignSub", "AssignAdd", "Const", "Placeholder", "SaveV2", "RestoreV2",
+               "VariableV2", "VarHandleOp", "FIFOQueueV2", "QueueEnqueueV2", "QueueEnqueueManyV2",
+               "QueueCloseV2", "AssignVariableOp", "MergeV2Checkpoints"}
+
+
+@dataclass
+class Model:
+    """A TensorFlow graph with its image input, embedding output and training flags found."""
+
+    graph_def: object
+    path: Path
+    kind: str  # "pb", "pbtxt" or "checkpoint"
+    input_name: str
+    output_name: str
+    input_shape: tuple  # NHWC, batch None when dynamic
+    training_flags: dict = field(default_factory=dict)  # name -> inference value
+    extra_outputs: list = field(default_factory=list)  # other sinks, dropped by freeze
+
+    @property
+    def nodes(self) -> dict:
+        return node_map(self.graph_def)
+
+
+def _read_graph_def(path: Path):
+    from google.protobuf import message, text_format
+
+    from facecvt.tf_env import graph_def_class
+
+    data = path.read_bytes()
+    if not data:
+        raise FacecvtError(f"{path} is empty; pass a frozen GraphDef (.pb) or a checkpoint folder")
+    graph_def = graph_def_class()()
+    if path.suffix == ".pbtxt":
+        try:
+            text_format.Merge(data.decode("utf-8"), graph_def)
+            return graph_def, "pbtxt"
+        except (UnicodeDecodeError, text_format.ParseError) as error:
+            raise FacecvtError(f"{path} is not a text GraphDef ({error}); export the graph again") from None
+    try:
+        graph_def.ParseFromString(data)
+    except (message.DecodeError, RuntimeWarning, ValueError):
+        raise FacecvtError(f"{path} is not a TensorFlow GraphDef (it does not parse: truncated or another "
+                           f"format); pass a frozen .pb, or a checkpoint folder") from None
+    if not graph_def.node:
+        raise FacecvtError(f"{path} holds no graph nodes; pass a frozen GraphDef (.pb) of the model")
+    return graph_def, "pb"
+
+
+def _checkpoint_prefix(folder: Path) -> Path:
+    metas = sorted(folder.glob("*.meta"))
+    if not metas:
+        raise FacecvtError(f"{folder} holds no checkpoint (no .meta file); pass a folder with "
+                           f".meta, .index and .data-* files, or a frozen .pb")
+    meta = metas[-1]
+    indexes = sorted(folder.glob("*.index"), key=lambda p: p.stat().st_mtime)
+    if not indexes:
+        raise FacecvtError(f"{folder} has {meta.name} but no .index/.data-* weights; copy the whole checkpoint")
+    prefix = indexes[-1].with_suffix("")
+    if not list(folder.glob(prefix.name + ".data-*")):
+        raise FacecvtError(f"{folder} has {indexes[-1].name} but no {prefix.name}.data-* file")
+    return prefix
+
+
+def _freeze_checkpoint(folder: Path, output_names=None):
+    """Restore a checkpoint and freeze it facenet's way; returns the frozen GraphDef."""
+    from facecvt.checkpoint import freeze_session
+    from facecvt.tf_env import import_tf
+
+    tf = import_tf()
+    prefix = _checkpoint_prefix(folder)
+    meta = sorted(folder.glob("*.meta"))[-1]
+    graph = tf.Graph()
+    try:
+        with graph.as_default():
+            saver = tf.compat.v1.train.import_meta_graph(str(meta), clear_devices=True)
+        with tf.compat.v1.Session(graph=graph) as session:
+            saver.restore(session, str(prefix))
+            graph_def = graph.as_graph_def()
+            outputs = output_names or _find_outputs(graph_def, None)
+            return freeze_session(session, graph_def, outputs)
+    except FacecvtError:
+        raise
+    except Exception as error:  # TF's own message names the tensor or file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FacecvtError(f"cannot restore the checkpoint in {folder}: {first}") from None
+
+
+def _check_references(graph_def, path: Path) -> None:
+    names = {n.name for n in graph_def.node}
+    for node in graph_def.node:
+        for ref in node.input:
+            if parse_input(ref)[0] not in names:
+                raise FacecvtError(
+                    f"{path}: node {node.name!r} reads {ref!r}, which is not in the graph "
+                    f"(a truncated or hand-edited graph); export the model again")
+
+
+def _check_ops(graph_def, path: Path) -> None:
+    from tensorflow.python.framework import op_def_registry
+
+    library_functions = {f.signature.name for f in graph_def.library.function}
+    for node in graph_def.node:
+        if node.op not in library_functions and op_def_registry.get(node.op) is None:
+            raise FacecvtError(f"{path}: node {node.name!r} uses op {node.op!r}, which this TensorFlow does "
+                               f"not know; rebuild the graph with standard ops")
+
+
+def training_flags(graph_def, overrides: dict | None = None) -> dict:
+    """Placeholders that are training switches, with the value they take in inference."""
+    flags = {}
+    for node in graph_def.node:
+        if node.op not in INPUT_OPS:
+            continue
+        leaf = node.name.rsplit("/", 1)[-1]
+        if leaf in TRAINING_FLAG_NAMES:
+            flags[node.name] = TRAINING_FLAG_NAMES[leaf]
+        elif node.attr["dtype"].type == 10 and not node.attr["shape"].shape.dim:  # scalar DT_BOOL
+            flags[node.name] = False
+    flags.update(overrides or {})
+    return flags
+
+
+def _shape_of(node) -> tuple | None:
+    if "shape" not in node.attr or node.attr["shape"].shape.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else int(d.size) for d in node.attr["shape"].shape.dim)
+
+
+def _find_input(graph_def, flags: dict, requested: str | None) -> str:
+    nodes = node_map(graph_def)
+    if requested:
+        name = node_name(requested)
+        if name not in nodes:
+            raise FacecvtError(f"--input {requested!r} is not a node of the graph"
+                               f"{did_you_mean(name, nodes)}")
+        return name
+    if "input" in nodes:
+        return "input"
+    candidates = [n.name for n in graph_def.node if n.op in INPUT_OPS and n.name not in flags
+                  and n.attr["dtype"].type == 1 and (_shape_of(n) is None or len(_shape_of(n)) == 4)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FacecvtError("the graph has no float image placeholder; name the input with --input NAME")
+    raise FacecvtError(f"the graph has several image placeholders ({', '.join(candidates)}); "
+                       f"choose one with --input NAME")
+
+
+def _find_outputs(graph_def, requested: str | None) -> list:
+    nodes = node_map(graph_def)
+    if requested:
+        name = node_name(requested)
+        if name not in nodes:
+            raise FacecvtError(f"--output {requested!r} is not a node of the graph{did_you_mean(name, nodes)}")
+        return [name]
+    read = {node_name(r) for n in graph_def.node for r in n.input}
+    sinks = [n.name for n in graph_def.node if n.name not in read and n.op not in NOT_OUTPUTS
+             and not n.op.startswith("Save") and not n.op.startswith("Restore")]
+    if "embeddings" in nodes and "embeddings" not in sinks:  # e.g. TF2's output Identity reads it
+        sinks.insert(0, "embeddings")
+    return sinks
+
+
+def _trace_queue_shape(graph_def, name: str) -> tuple | None:
+    """Shape of an input fed by a queue: follow Identity to the dequeue, read the queue's `shapes`."""
+    nodes = node_map(graph_def)
+    node = nodes.get(name)
+    port = 0
+    while node is not None and node.op in ("Identity", "StopGradient"):
+        ref = node.input[0]
+        node, port = nodes.get(node_name(ref)), parse_input(ref)[1]
+    if node is None or node.op not in QUEUE_DEQUEUE:
+        return None
+    queue = nodes.get(node_name(node.input[0]))
+    if queue is None or "shapes" not in queue.attr or len(queue.attr["shapes"].list.shape) <= port:
+        return None
+    dims = queue.attr["shapes"].list.shape[port].dim
+    return (None, *(int(d.size) for d in dims))
+
+
+def _input_shape(graph_def, name: str) -> tuple:
+    node = node_map(graph_def)[name]
+    shape = _shape_of(node) if node.op in INPUT_OPS else _trace_queue_shape(graph_def, name)
+    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise FacecvtError(f"the shape of input {name!r} is not known ({shape}); the graph must fix "
+                           f"height, width and channels of its input")
+    return shape
+
+
+def load_model(path, *, input_name: str | None = None, output_name: str | None = None,
+               set_values: dict | None = None) -> Model:
+    """Read `path` (a .pb, .pbtxt or checkpoint folder) and find its input, output and flags."""
+    path = Path(path)
+    if not path.exists():
+        raise FacecvtError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise FacecvtError(f"{path} is a SavedModel; facecvt reads frozen .pb files and checkpoint folders "
+                               f"(freeze it with convert_variables_to_constants_v2 first)")
+        graph_def, kind = _freeze_checkpoint(path, [node_name(output_name)] if output_name else None), "checkpoint"
+    elif path.suffix.lower() in (".onnx", ".tflite", ".mlmodel", ".h5", ".keras"):
+        raise FacecvtError(f"{path} is a {path.suffix} file; facecvt converts TensorFlow graphs "
+                           f"(frozen .pb or checkpoint folder)")
+    else:
+        try:
+            graph_def, kind = _read_graph_def(path)
+        except OSError as error:
+            raise FacecvtError(f"cannot read {path}: {error.strerror}") from None
+    _check_references(graph_def, path)
+    _check_ops(graph_def, path)
+    flags = training_flags(graph_def, _parse_set_values(graph_def, set_values))
+    inp = _find_input(graph_def, flags, input_name)
+    outputs = _find_outputs(graph_def, output_name)
+    if not output_name:
+        outputs = _rank_outputs(graph_def, inp, outputs)
+    return Model(graph_def=graph_def, path=path, kind=kind, input_name=inp, output_name=outputs[0],
+                 input_shape=_input_shape(graph_def, inp), training_flags=flags, extra_outputs=outputs[1:])
+
+
+def _rank_outputs(graph_def, input_name: str, sinks: list) -> list:
+    """Sinks that depend on the input, `embeddings` first; error if there is none."""
+    from facecvt.graph_ops.graph import ancestors
+
+    depends = [s for s in sinks if input_name in ancestors(graph_def, [s], control=False)]
+    others = [s for s in sinks if s not in depends]
+    if "embeddings" in depends:
+        depends.remove("embeddings")
+        depends.insert(0, "embeddings")
+    if not depends:
+        raise FacecvtError(f"no output of the graph depends on input {input_name!r}; "
+                           f"name the embedding output with --output NAME")
+    if len(depends) > 1 and depends[0] != "embeddings":
+        raise FacecvtError(f"the graph has several outputs ({', '.join(depends[:5])}); "
+                           f"choose the embedding with --output NAME")
+    return depends + others
+
+
+def _parse_set_values(graph_def, set_values: dict | None) -> dict:
+    """--set NAME=VALUE strings -> typed values (bool for bool placeholders, float otherwise)."""
+    parsed = {}
+    nodes = node_map(graph_def)
+    for name, text in (set_values or {}).items():
+        if name not in nodes:
+            raise FacecvtError(f"--set {name}: no such node{did_you_mean(name, nodes)}")
+        if nodes[name].attr["dtype"].type == 10:
+            if str(text).lower() not in ("true", "false", "0", "1"):
+                raise FacecvtError(f"--set {name}={text}: {name} is bool; use true or false")
+            parsed[name] = str(text).lower() in ("true", "1")
+        else:
+            try:
+                parsed[name] = float(text)
+            except ValueError:
+                raise FacecvtError(f"--set {name}={text}: expected a number") from None
+    return parsed
+
+
+def describe_training_structure(graph_def) -> dict:
+    """Counts of the training structure `inspect` reports and `freeze` removes."""
+    ops = [n.op for n in graph_def.node]
+    count = lambda *names: sum(ops.count(o) for o in names)  # noqa: E731
+    return {
+        "switch": count("Switch", "RefSwitch"), "merge": count("Merge", "RefMerge"),
+        "if": count("If", "StatelessIf"),
+        "fused_batch_norm": count("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"),
+        "moving_average_updates": count("AssignSub", "AssignAdd") + sum(
+            1 for n in graph_def.node if n.op == "Sub" and re.search(r"AssignMovingAvg(_\d+)?$", n.name)),
+        "dropout": sum(1 for n in graph_def.node if n.op in ("RandomUniform",) and "ropout" in n.name),
+        "random_ops": count("RandomUniform", "RandomStandardNormal", "TruncatedNormal"),
+        "queues": count("FIFOQueueV2", "RandomShuffleQueueV2", "PaddingFIFOQueueV2"),
+        "control_edges": sum(1 for n in graph_def.node for r in n.input if r.startswith("^")),
+    }

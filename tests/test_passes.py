@@ -1,0 +1,202 @@
+"""Each graph pass on a small graph built for it: the pattern in, the rewrite out, same numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facecvt.graph_ops import cleanup, fold, training  # noqa: F401
+from facecvt.graph_ops.graph import node_map
+from facecvt.graph_ops.registry import PASSES, PassContext
+from facecvt.tf_env import import_tf
+
+from conftest import run_graph
+
+tf = import_tf()
+
+
+def graph_of(build):
+    graph = tf.Graph()
+    with graph.as_default():
+        build()
+    return graph.as_graph_def()
+
+
+def assert_same(after, before, rel=1e-6):
+    """Equal up to float32 rounding: max |diff| within `rel` of the largest magnitude."""
+    assert np.abs(after - before).max() <= rel * max(1.0, np.abs(before).max())
+
+
+def ops(graph_def) -> list:
+    return [n.op for n in graph_def.node]
+
+
+def copy(graph_def):
+    new = type(graph_def)()
+    new.CopyFrom(graph_def)
+    return new
+
+
+def v1_cond_graph(merge_false_first: bool):
+    """x -> Switch(pred) -> (false: x*2, true: x*3) -> Merge, with the Merge inputs in either order."""
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        pred = tf.compat.v1.placeholder(tf.bool, [], name="phase_train")
+        f, t = tf.raw_ops.Switch(data=x, pred=pred, name="sw")
+        low = tf.multiply(f, 2.0, name="false_branch")
+        high = tf.multiply(t, 3.0, name="true_branch")
+        inputs = [low, high] if merge_false_first else [high, low]
+        tf.identity(tf.raw_ops.Merge(inputs=inputs, name="merge")[0], name="embeddings")
+    return graph_of(build)
+
+
+@pytest.mark.parametrize("merge_false_first", [True, False])
+@pytest.mark.parametrize("flag", [False, True])
+def test_prune_dead_branches_keeps_the_branch_the_predicate_selects(flag, merge_false_first):
+    graph_def = v1_cond_graph(merge_false_first)
+    ctx = PassContext(training_flags={"phase_train": flag})
+    PASSES["set_training_flags"](graph_def, ctx)
+    summary = PASSES["prune_dead_branches"](graph_def, ctx)
+    assert "Switch" not in ops(graph_def) and "Merge" not in ops(graph_def)
+    names = node_map(graph_def)
+    assert ("true_branch" in names) == flag and ("false_branch" in names) != flag
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert np.allclose(run_graph(graph_def, x), x * (3.0 if flag else 2.0))
+    assert "1 constant conds" in summary
+
+
+def test_prune_dead_branches_leaves_a_placeholder_predicate_alone():
+    graph_def = v1_cond_graph(True)
+    summary = PASSES["prune_dead_branches"](graph_def, PassContext())
+    assert ops(graph_def).count("Switch") == 1 and "0 constant conds" in summary
+
+
+def test_inline_functional_conds_inlines_the_taken_branch():
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="input"),
+                                  tf.TensorSpec([], tf.bool, name="training")])
+    def f(x, training):
+        y = tf.cond(training, lambda: x * 5.0, lambda: tf.cond(x[0, 0] > -1e9, lambda: x - 1.0, lambda: x))
+        return tf.identity(y, name="embeddings")
+
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    graph_def = convert_variables_to_constants_v2(f.get_concrete_function(),
+                                                  lower_control_flow=False).graph.as_graph_def()
+    assert {"StatelessIf"} & set(ops(graph_def))
+    x = np.ones((2, 3), np.float32)
+    ctx = PassContext(training_flags={"training": False})
+    PASSES["set_training_flags"](graph_def, ctx)
+    summary = PASSES["inline_functional_conds"](graph_def, ctx)
+    assert "inlined 1" in summary and "1 left" in summary  # the inner cond reads x: not constant
+    assert np.allclose(run_graph(graph_def, x), x - 1.0)
+
+
+def conv_bn_graph(kind: str, bn_op: str = "FusedBatchNormV3"):
+    rng = np.random.default_rng(0)
+
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 4], name="input")
+        if kind == "conv":
+            y = tf.nn.conv2d(x, rng.normal(size=(3, 3, 4, 6)).astype(np.float32), 1, "SAME")
+        elif kind == "depthwise":
+            y = tf.nn.depthwise_conv2d(x, rng.normal(size=(3, 3, 4, 2)).astype(np.float32), [1, 1, 1, 1], "SAME")
+        else:
+            y = tf.reshape(tf.linalg.matmul(tf.reshape(x, [-1, 256]), rng.normal(size=(256, 6)).astype(np.float32)),
+                           [-1, 1, 1, 6])
+        c = int(y.shape[-1])
+        params = [rng.uniform(0.5, 2, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.2, 3, c)]
+        op = getattr(tf.raw_ops, bn_op)
+        y = op(x=y, scale=params[0].astype(np.float32), offset=params[1].astype(np.float32),
+               mean=params[2].astype(np.float32), variance=params[3].astype(np.float32),
+               epsilon=1e-3, is_training=False)[0]
+        tf.identity(y, name="embeddings")
+    return graph_of(build)
+
+
+@pytest.mark.parametrize("kind", ["conv", "depthwise", "matmul"])
+@pytest.mark.parametrize("bn_op", ["FusedBatchNorm", "FusedBatchNormV3"])
+def test_fold_batch_norms_into_the_weighted_op(kind, bn_op):
+    graph_def = conv_bn_graph(kind, bn_op)
+    x = np.random.default_rng(1).normal(size=(3, 8, 8, 4)).astype(np.float32)
+    before = run_graph(graph_def, x)
+    summary = PASSES["fold_batch_norms"](graph_def, PassContext())
+    PASSES["strip_unused"](graph_def, PassContext())
+    assert not {"FusedBatchNorm", "FusedBatchNormV3", "Mul"} & set(ops(graph_def))
+    assert "folded 1 batch norms into weights" in summary
+    assert_same(run_graph(graph_def, x), before)
+
+
+def test_fold_batch_norms_without_a_weighted_producer_becomes_mul_and_biasadd():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4, 4, 3], name="input")
+        y = tf.raw_ops.FusedBatchNorm(x=tf.nn.relu(x), scale=[1.0, 2.0, 3.0], offset=[0.1, 0.2, 0.3],
+                                      mean=[0.5, 0.0, -0.5], variance=[1.0, 4.0, 0.25], is_training=False)[0]
+        tf.identity(y, name="embeddings")
+    graph_def = graph_of(build)
+    x = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype(np.float32)
+    before = run_graph(graph_def, x)
+    assert "into Mul+BiasAdd" in PASSES["fold_batch_norms"](graph_def, PassContext())
+    assert "FusedBatchNorm" not in ops(graph_def)
+    assert_same(run_graph(graph_def, x), before)
+
+
+def unfused_bn_graph():
+    rng = np.random.default_rng(3)
+
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 10], name="input")
+        y = tf.nn.bias_add(tf.linalg.matmul(x, rng.normal(size=(10, 5)).astype(np.float32)),
+                           rng.normal(size=5).astype(np.float32))
+        y = tf.nn.batch_normalization(y, rng.normal(size=5).astype(np.float32),
+                                      rng.uniform(0.5, 2, 5).astype(np.float32),
+                                      rng.normal(size=5).astype(np.float32),
+                                      rng.uniform(0.5, 2, 5).astype(np.float32), 1e-3)
+        tf.identity(y, name="embeddings")
+    return graph_of(build)
+
+
+def test_unfused_batch_norm_folds_into_matmul_and_one_bias():
+    graph_def = unfused_bn_graph()
+    x = np.random.default_rng(4).normal(size=(3, 10)).astype(np.float32)
+    before = run_graph(graph_def, x)
+    ctx = PassContext()
+    for name in ("fold_constants", "fold_scales_into_weights", "merge_biases", "strip_unused"):
+        PASSES[name](graph_def, ctx)
+    assert sorted(o for o in ops(graph_def) if o not in ("Const", "Placeholder")) == ["BiasAdd", "Identity",
+                                                                                       "MatMul"]
+    assert_same(run_graph(graph_def, x), before)
+
+
+def test_unbake_batch_makes_a_batch_one_reshape_dynamic():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 2, 2, 3], name="input")
+        tf.identity(tf.reshape(x, [1, 12]), name="embeddings")
+    graph_def = graph_of(build)
+    ctx = PassContext(input_shape=(None, 2, 2, 3), original_batch=1)
+    PASSES["replace_input"](graph_def, ctx)
+    assert "made 1 reshapes" in PASSES["unbake_batch"](graph_def, ctx)
+    x = np.ones((5, 2, 2, 3), np.float32)
+    assert run_graph(graph_def, x).shape == (5, 12)
+
+
+def test_remove_identity_keeps_named_input_and_output():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="input")
+        y = tf.identity(tf.stop_gradient(tf.identity(x)) * 2.0)
+        tf.identity(y, name="embeddings")
+    graph_def = graph_of(build)
+    PASSES["remove_identity"](graph_def, PassContext())
+    assert ops(graph_def).count("Identity") == 1 and node_map(graph_def)["embeddings"].op == "Identity"
+    assert "StopGradient" not in ops(graph_def)
+
+
+def test_drop_control_edges_and_clear_devices():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="input")
+        with tf.device("/device:CPU:0"), tf.control_dependencies([x]):
+            tf.identity(tf.constant(1.0) + x, name="embeddings")
+    graph_def = graph_of(build)
+    PASSES["drop_control_edges"](graph_def, PassContext())
+    PASSES["clear_devices"](graph_def, PassContext())
+    assert not any(r.startswith("^") for n in graph_def.node for r in n.input)
+    assert not any(n.device for n in graph_def.node)
