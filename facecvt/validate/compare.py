@@ -1,0 +1,240 @@
+"""Streaming comparison of candidate embeddings against reference embeddings (after Polygraphy's comparator).
+
+`EmbeddingComparator.update(ref, cand)` is fed batch by batch; memory stays bounded whatever the
+number of inputs:
+- max |Δ|, mean |Δ| and min cosine similarity are exact running values;
+- p99 |Δ| is exact (NumPy's linear percentile) while at most `exact_values` element differences
+  have been seen; beyond that it comes from a log-spaced histogram of 200 bins per decade over
+  [1e-12, 1e3), i.e. within about 0.6 % (relative) of the exact value;
+- the max change of pairwise squared-L2 distance covers every pair of inputs while at most
+  `window_rows` inputs have been seen (`dist_exact` True); beyond that it covers the pairs within a
+  sliding window of the last `window_rows` inputs (`dist_pairs` says how many pairs were compared).
+Memory: the window (2 x window_rows x D float64: 16 MB at 2048 x 512) plus the exact-percentile
+buffer (8 MB at 2^20 values); time about 25 ms per batch of 32 once the window is full.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from facecvt.errors import FacecvtError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Limits a candidate must meet; None disables a check (the measure is still reported).
+
+    Defaults per precision (see `for_precision`):
+    - fp32: atol 1e-4, min_cosine 0.99999. fp32 exports differ from TensorFlow only by summation
+      order; on the released VGGFace2 model and the 61 test faces max |Δ| was 1.2e-7 (onnxruntime)
+      and 2.7e-7 (LiteRT), and reassociation-heavy runtimes reach ~1e-6..1e-5. 1e-4 leaves a 10x
+      margin over the latter while staying far below a typical element of a 512-D unit vector
+      (~0.044); a cosine of 0.99999 allows an embedding error of norm 0.0045.
+    - fp16: no per-element limit (half-precision weights: measured max |Δ| 2.5e-4), min_cosine 0.9995
+      (measured 0.9999987).
+    - int8: min_cosine 0.99 (full-integer quantisation calibrated on 20 faces: measured 0.9936).
+    `max_dist_change` (pairwise squared-L2) is reported but not checked by default: with `--pairs`
+    the effect on decisions is measured directly by the decision agreement.
+    """
+
+    atol: float | None = 1e-4
+    min_cosine: float | None = 0.99999
+    max_dist_change: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str = "fp32", **overrides) -> Tolerances:
+        """The defaults of `precision`, with every override that is not None applied."""
+        if precision not in PRECISION_DEFAULTS:
+            raise FacecvtError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(f"unknown tolerance(s) {sorted(unknown)}; known: {sorted(names)}")
+        base = asdict(PRECISION_DEFAULTS[precision])
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def as_dict(self) -> dict:
+        """The limits as a JSON-ready dict."""
+        return asdict(self)
+
+
+PRECISION_DEFAULTS = {
+    "fp32": Tolerances(atol=1e-4, min_cosine=0.99999),
+    "fp16": Tolerances(atol=None, min_cosine=0.9995),
+    "int8": Tolerances(atol=None, min_cosine=0.99),
+}
+
+
+class AbsDiffQuantile:
+    """Streaming quantile of non-negative values: exact up to `exact_values`, then a log histogram."""
+
+    LOG_MIN, LOG_MAX, BINS_PER_DECADE = -12, 3, 200
+
+    def __init__(self, exact_values: int = 1 << 20):
+        self.exact_values = exact_values
+        self.chunks: list[np.ndarray] | None = []
+        self.n_bins = (self.LOG_MAX - self.LOG_MIN) * self.BINS_PER_DECADE
+        self.counts = np.zeros(self.n_bins + 2, dtype=np.int64)  # [underflow, bins..., overflow]
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        """Account for a batch of values (any shape)."""
+        values = np.asarray(values, dtype=np.float64).ravel()
+        if values.size == 0:
+            return
+        self.count += values.size
+        self.max = max(self.max, float(values.max()))
+        self.counts += np.bincount(self._bin(values), minlength=self.counts.size)
+        if self.chunks is not None:
+            self.chunks.append(values.copy())
+            if self.count > self.exact_values:
+                self.chunks = None  # too many to keep: the histogram takes over
+
+    @property
+    def exact(self) -> bool:
+        """True while every value is kept, so `quantile` is exact."""
+        return self.chunks is not None
+
+    def _bin(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            position = (np.log10(values) - self.LOG_MIN) * self.BINS_PER_DECADE
+        position = np.where(values > 0, position, -1.0)
+        return (np.clip(np.floor(position), -1, self.n_bins) + 1).astype(np.int64)
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (0..1) of the values seen."""
+        if self.count == 0:
+            return float("nan")
+        if self.exact:
+            return float(np.percentile(np.concatenate(self.chunks), 100.0 * q))
+        rank = math.floor(q * (self.count - 1))
+        b = int(np.searchsorted(np.cumsum(self.counts), rank, side="right"))
+        if b == 0:
+            return 0.0
+        if b > self.n_bins:
+            return self.max
+        centre = 10.0 ** (self.LOG_MIN + (b - 0.5) / self.BINS_PER_DECADE)
+        return min(centre, self.max)
+
+
+class EmbeddingComparator:
+    """Accumulates reference vs candidate embeddings batch by batch; `result()` judges them."""
+
+    def __init__(self, tolerances: Tolerances | None = None, *, window_rows: int = 2048,
+                 exact_values: int = 1 << 20):
+        self.tolerances = tolerances or Tolerances()
+        self.window_rows = window_rows
+        self.count = 0
+        self.values = 0
+        self.nonfinite = 0
+        self.max_abs = 0.0
+        self.sum_abs = 0.0
+        self.min_cosine = float("inf")
+        self.max_dist_change = 0.0
+        self.dist_pairs = 0
+        self.quantile = AbsDiffQuantile(exact_values)
+        self.window_ref: np.ndarray | None = None  # the last `window_rows` inputs' embeddings, float64
+        self.window_cand: np.ndarray | None = None
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """Add one batch: `ref` and `cand` are (N, D) embeddings of the same N inputs."""
+        ref = np.asarray(ref, dtype=np.float64)
+        cand = np.asarray(cand, dtype=np.float64)
+        if ref.shape != cand.shape or ref.ndim != 2:
+            raise FacecvtError(f"candidate embeddings have shape {cand.shape} but the reference's have "
+                               f"{ref.shape}; compare models with the same embedding size")
+        if ref.shape[0] == 0:
+            return
+        finite = np.isfinite(ref).all(axis=1) & np.isfinite(cand).all(axis=1)
+        self.nonfinite += int((~finite).sum())
+        self.count += ref.shape[0]
+        ref, cand = ref[finite], cand[finite]
+        delta = np.abs(cand - ref)
+        if delta.size:
+            self.values += delta.size
+            self.max_abs = max(self.max_abs, float(delta.max()))
+            self.sum_abs += float(delta.sum())
+            self.quantile.add(delta)
+            self.min_cosine = min(self.min_cosine, float(cosine_similarity(ref, cand).min()))
+            self._update_distances(ref, cand)
+
+    def _update_distances(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        change = np.abs(squared_distances(ref, ref) - squared_distances(cand, cand))
+        n = ref.shape[0]
+        self.dist_pairs += n * (n - 1) // 2
+        self.max_dist_change = max(self.max_dist_change, float(np.triu(change, k=1).max(initial=0.0)))
+        if self.window_ref is not None:
+            change = np.abs(squared_distances(self.window_ref, ref) - squared_distances(self.window_cand, cand))
+            self.dist_pairs += change.size
+            self.max_dist_change = max(self.max_dist_change, float(change.max()))
+            ref = np.concatenate([self.window_ref, ref])
+            cand = np.concatenate([self.window_cand, cand])
+        # one array per side, so each batch meets the whole window in a single matrix product
+        self.window_ref, self.window_cand = ref[-self.window_rows:], cand[-self.window_rows:]
+
+    def result(self) -> dict:
+        """The measures, `tolerances`, `pass` and `failed` (names of the measures out of tolerance)."""
+        if self.count == 0:
+            raise FacecvtError("no inputs were compared; give at least one image or --random N")
+        valid = self.values > 0
+        measures = {
+            "count": self.count,
+            "max_abs": self.max_abs if valid else None,
+            "mean_abs": self.sum_abs / self.values if valid else None,
+            "p99_abs": self.quantile.quantile(0.99) if valid else None,
+            "p99_exact": self.quantile.exact,
+            "min_cosine": self.min_cosine if valid else None,
+            "max_dist_change": self.max_dist_change if valid else None,
+            "dist_pairs": self.dist_pairs,
+            "dist_exact": self.dist_pairs == (self.count * (self.count - 1)) // 2,
+            "nonfinite": self.nonfinite,
+        }
+        failed = failed_measures(measures, self.tolerances)
+        return {**measures, "tolerances": self.tolerances.as_dict(), "pass": not failed, "failed": failed}
+
+
+def failed_measures(measures: dict, tolerances: Tolerances) -> list[str]:
+    """Names of the measures outside `tolerances` ("nonfinite" when any output was NaN/inf)."""
+    failed = []
+    if measures["nonfinite"]:
+        failed.append("nonfinite")
+    if tolerances.atol is not None and measures["max_abs"] is not None and measures["max_abs"] > tolerances.atol:
+        failed.append("max_abs")
+    if (tolerances.min_cosine is not None and measures["min_cosine"] is not None
+            and measures["min_cosine"] < tolerances.min_cosine):
+        failed.append("min_cosine")
+    if (tolerances.max_dist_change is not None and measures["max_dist_change"] is not None
+            and measures["max_dist_change"] > tolerances.max_dist_change):
+        failed.append("max_dist_change")
+    return failed
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of (N, D) arrays; 1 for two zero rows, 0 for one zero row."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    dot = np.einsum("ij,ij->i", a, b)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cos)
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) squared L2 distances between the rows of `a` and `b`, in float64.
+
+    Uses |a|^2 + |b|^2 - 2ab; in float64 its rounding (~1e-15 for unit vectors) is far below the
+    differences measured here.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * a @ b.T
+    return np.maximum(sq, 0.0)

@@ -1,0 +1,159 @@
+"""The `verify` report: a JSON-ready dict, written atomically, and rendered as rich tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from facecvt.atomic import atomic_output
+
+CANDIDATE_MEASURES = ("max_abs", "mean_abs", "p99_abs", "min_cosine", "max_dist_change")
+
+
+def candidate_entry(backend: str, path: str | Path, precision: str, comparison: dict) -> dict:
+    """One `candidates` item: where the candidate is, its precision, and its comparator result."""
+    return {"backend": backend, "path": str(path), "precision": precision, **comparison}
+
+
+def build_report(reference: tuple[str, str | Path], candidates: list[dict], inputs: dict,
+                 pairs: dict | None = None) -> dict:
+    """The report: `pass` (all candidates pass), `reference`, `inputs`, `candidates`, optional `pairs`.
+
+    `inputs` holds at least `source`, `count` and `preprocess`; `pairs` is the block built by
+    `pairs_block`.
+    """
+    backend, path = reference
+    report = {
+        "pass": all(c["pass"] for c in candidates),
+        "reference": {"backend": backend, "path": str(path)},
+        "inputs": dict(inputs),
+        "candidates": list(candidates),
+    }
+    if pairs is not None:
+        report["pairs"] = pairs
+    return report
+
+
+def pairs_block(source: str | Path, fmt: str, labels: np.ndarray, folds, results: list[dict],
+                threshold: float) -> dict:
+    """The `pairs` block: what was read, the reference threshold, and per backend (reference first)
+    accuracy, auc, eer, threshold and decision_agreement."""
+    return {
+        "source": str(source),
+        "format": fmt,
+        "count": int(len(labels)),
+        "same": int(np.sum(labels)),
+        "folds": None if folds is None else len(folds),
+        "reference_threshold": threshold,
+        "results": results,
+    }
+
+
+def _json_ready(value):
+    """Plain JSON values: NumPy scalars/arrays and paths converted, NaN/inf as null."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_ready(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_json(report: dict) -> str:
+    """The report as strict JSON text (no NaN/Infinity), indented."""
+    return json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: str | Path, report: dict, force: bool = True) -> Path:
+    """Write the report to `path` atomically (a rerun replaces the previous report unless force=False)."""
+    text = to_json(report)
+    with atomic_output(path, force=force) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _fmt(value, kind: str = "sci") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if kind == "cos":
+        return f"{value:.7f}"
+    if kind == "pct":
+        return f"{100.0 * value:.2f}%"
+    if kind == "fixed":
+        return f"{value:.4f}"
+    return f"{value:.2e}"
+
+
+def _limits(tolerances: dict) -> str:
+    parts = []
+    if tolerances.get("atol") is not None:
+        parts.append(f"|Δ| ≤ {tolerances['atol']:.0e}")
+    if tolerances.get("min_cosine") is not None:
+        parts.append(f"cos ≥ {tolerances['min_cosine']}")
+    if tolerances.get("max_dist_change") is not None:
+        parts.append(f"Δdist ≤ {tolerances['max_dist_change']:.0e}")
+    return ", ".join(parts) or "none"
+
+
+def candidates_table(report: dict) -> Table:
+    """Per-candidate measures; PASS/FAIL in colour and the failing measures in bold red."""
+    inputs = report["inputs"]
+    ref = report["reference"]
+    table = Table(title=escape(f"{ref['backend']} reference {ref['path']} vs candidates ({inputs['count']} "
+                               f"inputs from {inputs['source']}, preprocess {inputs['preprocess']})"),
+                  title_justify="left")
+    for name in ("backend", "path", "precision", "max |Δ|", "mean |Δ|", "p99 |Δ|", "min cosine",
+                 "max Δdist²", "limits", "result"):
+        table.add_column(name, justify="right" if "|" in name or name.startswith(("min", "max")) else "left")
+    kinds = {"min_cosine": "cos"}
+    for cand in report["candidates"]:
+        failed = set(cand.get("failed", []))
+        cells = [Text(_fmt(cand.get(m), kinds.get(m, "sci")), style="bold red" if m in failed else "")
+                 for m in CANDIDATE_MEASURES]
+        verdict = Text("PASS", style="bold green") if cand["pass"] else Text(
+            "FAIL " + ", ".join(cand.get("failed", [])), style="bold red")
+        table.add_row(cand["backend"], Text(cand["path"]), cand.get("precision", ""), *cells,
+                      _limits(cand.get("tolerances", {})), verdict)
+    return table
+
+
+def model_card_table(pairs: dict) -> Table:
+    """The pairs "model card": one row per backend (reference first), verification measures as columns."""
+    folds = f", {pairs['folds']}-fold accuracy" if pairs.get("folds") else ""
+    table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds})"),
+                  title_justify="left")
+    for name in ("backend", "path", "accuracy", "AUC", "EER", "threshold", "agreement"):
+        table.add_column(name, justify="left" if name in ("backend", "path") else "right")
+    for row in pairs["results"]:
+        agreement = row.get("decision_agreement")
+        style = "bold red" if agreement is not None and agreement < 1.0 else ""
+        table.add_row(row["backend"] + (" (reference)" if row.get("role") == "reference" else ""),
+                      Text(str(row.get("path", ""))), _fmt(row.get("accuracy"), "pct"), _fmt(row.get("auc"), "fixed"),
+                      _fmt(row.get("eer"), "pct"), _fmt(row.get("threshold"), "fixed"),
+                      Text(_fmt(agreement, "pct"), style=style))
+    return table
+
+
+def render(report: dict, console: Console) -> None:
+    """Print the candidates table, the pairs model card when present, and the overall verdict."""
+    console.print(candidates_table(report))
+    if report.get("pairs"):
+        console.print(model_card_table(report["pairs"]))
+    verdict = "[bold green]PASS[/]: every candidate is within tolerance" if report["pass"] else \
+        "[bold red]FAIL[/]: " + ", ".join(f"{c['backend']} {escape(c['path'])} ({', '.join(c['failed'])})"
+                                          for c in report["candidates"] if not c["pass"])
+    console.print(verdict)

@@ -1,0 +1,251 @@
+"""`verify` orchestration: stream inputs through the reference and every candidate, compare, report."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facecvt.errors import FacecvtError, did_you_mean
+from facecvt.validate import metrics, runners
+from facecvt.validate.compare import PRECISIONS, EmbeddingComparator, Tolerances
+from facecvt.validate.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
+from facecvt.validate.pairs import Pairs, read_pairs
+from facecvt.validate.report import build_report, candidate_entry, pairs_block
+
+Progress = Callable[[int, int], None]  # (inputs done, inputs in all)
+
+
+@dataclass
+class InputSpec:
+    """Where the inputs come from: an images folder, or `random` seeded random inputs.
+
+    With pairs, the inputs are the images of `images` (when given) plus every image the pairs name
+    (paths relative to `images`, default the pairs file's folder), each embedded once.
+    """
+
+    images: Path | None = None
+    random: int | None = None
+    preprocess: str = "fixed"
+    seed: int = 0
+    batch_size: int = 32
+    recursive: bool = False
+
+
+@dataclass
+class _Candidate:
+    backend: str
+    path: Path
+    precision: str
+    tolerances: Tolerances
+
+
+def infer_precision(backend: str, path: str | Path) -> str:
+    """"int8"/"fp16" for a .tflite whose tensors are 8-bit integers / half floats, else "fp32".
+
+    Reads only the flatbuffer's tensor table; any artifact it cannot read counts as fp32.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".tflite" or not path.is_file():
+        return "fp32"
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        types = {model.Subgraphs(g).Tensors(t).Type()
+                 for g in range(model.SubgraphsLength()) for t in range(model.Subgraphs(g).TensorsLength())}
+    except Exception:  # noqa: BLE001 - a guess only; the runner reports real load errors
+        return "fp32"
+    if types & {schema.TensorType.INT8, schema.TensorType.UINT8}:
+        return "int8"
+    if schema.TensorType.FLOAT16 in types:
+        return "fp16"
+    return "fp32"
+
+
+def _candidates(candidates: Sequence[tuple], overrides: dict | None) -> list[_Candidate]:
+    result = []
+    for spec in candidates:
+        backend, path = spec[0], Path(spec[1])
+        precision = spec[2] if len(spec) > 2 and spec[2] else infer_precision(backend, path)
+        if precision not in PRECISIONS:
+            raise FacecvtError(f"unknown precision {precision!r} for {path}; use one of {', '.join(PRECISIONS)}")
+        result.append(_Candidate(backend, path, precision, Tolerances.for_precision(precision, **(overrides or {}))))
+    return result
+
+
+def _input_paths(inputs: InputSpec, pairs: Pairs | None) -> list[Path] | None:
+    """The image paths to embed (None for random inputs), checked before any runtime is loaded."""
+    if inputs.preprocess not in PREPROCESS_MODES:
+        raise FacecvtError(f"unknown preprocessing {inputs.preprocess!r}; use one of {', '.join(PREPROCESS_MODES)}")
+    if pairs is not None:
+        if inputs.random:
+            raise FacecvtError("--pairs needs real images, not --random; pass --images with the pairs' folder")
+        listed = []
+        if inputs.images is not None:
+            with contextlib.suppress(FacecvtError):  # LFW keeps every image in a subfolder: none listed
+                listed = list_images(inputs.images, recursive=inputs.recursive)
+        unique = {}  # one entry per file, however its path is spelled (folder listing vs pairs file)
+        for path in [*listed, *pairs.unique_images()]:
+            unique.setdefault(path.resolve(), path)
+        return list(unique.values())
+    if (inputs.images is None) == (inputs.random is None):
+        raise FacecvtError("give exactly one input source: --images DIR or --random N")
+    if inputs.images is not None:
+        return list_images(inputs.images, recursive=inputs.recursive)
+    if inputs.random < 1:
+        raise FacecvtError(f"--random needs at least 1 input, got {inputs.random}")
+    return None
+
+
+def _image_shape(reference, candidates: list) -> tuple[int | None, int | None, int | None]:
+    """(H, W, C) the models take; every runner must agree where its size is fixed."""
+    shape = tuple(reference.input_shape[1:4])
+    for runner in candidates:
+        other = tuple(runner.input_shape[1:4])
+        if any(a is not None and b is not None and a != b for a, b in zip(shape, other)):
+            raise FacecvtError(f"{runner.describe()} takes inputs of size {other} (HWC) but the reference "
+                               f"{reference.describe()} takes {shape}; compare exports of the same model")
+        shape = tuple(a if a is not None else b for a, b in zip(shape, other))
+    return shape
+
+
+def _open(backend: str, path: str | Path):
+    """The runner of `backend` for `path`; load failures become one user-facing line."""
+    if backend not in runners.RUNNERS:
+        raise FacecvtError(f"unknown backend {backend!r}{did_you_mean(backend, runners.RUNNERS)}; "
+                           f"use one of {', '.join(runners.RUNNERS)}")
+    try:
+        return runners.load_runner(backend, path)
+    except FacecvtError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the runtime's own message, on one line
+        raise FacecvtError(f"{backend} cannot load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _embed(runner, batch: np.ndarray) -> np.ndarray:
+    try:
+        emb = runner.embed(batch)
+    except FacecvtError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtime errors become one user-facing line
+        raise FacecvtError(f"{runner.describe()} failed on a batch of shape {batch.shape}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != batch.shape[0]:
+        raise FacecvtError(f"{runner.describe()} returned shape {emb.shape} for {batch.shape[0]} inputs; "
+                           f"expected (N, D) embeddings")
+    return emb
+
+
+def _batches(inputs: InputSpec, paths, shape_hwc):
+    if paths is not None:
+        return iter_image_batches(paths, shape_hwc[:2], inputs.preprocess, inputs.batch_size)
+    if None in shape_hwc:
+        raise FacecvtError(f"the reference takes inputs of any size {shape_hwc} (HWC), so --random cannot "
+                           f"choose one; use --images instead")
+    return random_batches(inputs.random, shape_hwc, inputs.seed, inputs.batch_size)
+
+
+def _inputs_block(inputs: InputSpec, paths, pairs: Pairs | None, shape_hwc) -> dict:
+    if pairs is not None:
+        folder = f"images {inputs.images} + " if inputs.images is not None else ""
+        source = f"{folder}pairs {pairs.source} ({len(paths)} images)"
+    elif paths is not None:
+        source = f"images {inputs.images}"
+    else:
+        source = f"random {inputs.random} (seed {inputs.seed})"
+    block = {"source": source, "count": len(paths) if paths is not None else inputs.random,
+             "preprocess": inputs.preprocess if paths is not None else "none",
+             "input_size": list(shape_hwc[:2]), "batch_size": inputs.batch_size}
+    if paths is None:
+        block.update(seed=inputs.seed, values="uniform[-1,1)")  # already in the "fixed" range
+    return block
+
+
+class _PairEmbeddings:
+    """Keeps, per backend, only the embeddings of the images the pairs name (in input order)."""
+
+    def __init__(self, pairs: Pairs, paths: list[Path], n_backends: int):
+        left, right = pairs.index_pairs(paths, resolve=True)
+        self.keep = np.zeros(len(paths), dtype=bool)
+        self.keep[left] = self.keep[right] = True
+        kept_index = np.cumsum(self.keep) - 1
+        self.left, self.right = kept_index[left], kept_index[right]
+        self.rows = [[] for _ in range(n_backends)]
+        self.done = 0
+
+    def add(self, embeddings: list[np.ndarray]) -> None:
+        """One batch: the embeddings of every backend for the next inputs."""
+        keep = self.keep[self.done:self.done + len(embeddings[0])]
+        for rows, emb in zip(self.rows, embeddings):
+            rows.append(emb[keep])
+        self.done += len(embeddings[0])
+
+    def distances(self, index: int) -> np.ndarray:
+        """Squared-L2 distance of every pair with the embeddings of backend `index`."""
+        return metrics.pair_distances(np.concatenate(self.rows[index]), self.left, self.right)
+
+
+def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path]], kept: _PairEmbeddings) -> dict:
+    """Verification measures per backend (reference first) and agreement at the reference threshold."""
+    labels = pairs.labels
+    dists = [kept.distances(i) for i in range(len(backends))]
+    ref_threshold = metrics.best_threshold(dists[0], labels)[0]
+    results = []
+    for index, ((backend, path), dist) in enumerate(zip(backends, dists)):
+        row = {"backend": backend, "path": str(path), "role": "reference" if index == 0 else "candidate"}
+        row.update(metrics.verification_metrics(dist, labels, pairs.folds))
+        row["decision_agreement"] = metrics.decision_agreement(dists[0], dist, ref_threshold)
+        results.append(row)
+    return pairs_block(pairs.source, pairs.format, labels, pairs.folds, results, ref_threshold)
+
+
+def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], inputs: InputSpec,
+           pairs: Pairs | str | Path | None = None, tolerances: dict | None = None,
+           progress: Progress | None = None) -> dict:
+    """Run every input through the reference and each candidate and return the report dict.
+
+    `candidates` are (backend, path) or (backend, path, precision); a missing precision is inferred.
+    `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
+    None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block.
+    Only embeddings of pair images are kept; everything else is compared batch by batch.
+    """
+    if not candidates:
+        raise FacecvtError("give at least one candidate artifact to compare with the reference")
+    if pairs is not None and not isinstance(pairs, Pairs):
+        pairs = read_pairs(pairs, inputs.images)
+    chosen = _candidates(candidates, tolerances)
+    paths = _input_paths(inputs, pairs)
+    with contextlib.ExitStack() as stack:
+        ref_runner = stack.enter_context(_open(reference[0], reference[1]))
+        cand_runners = [stack.enter_context(_open(c.backend, c.path)) for c in chosen]
+        shape_hwc = _image_shape(ref_runner, cand_runners)
+        comparators = [EmbeddingComparator(c.tolerances) for c in chosen]
+        total = len(paths) if paths is not None else inputs.random
+        kept = _PairEmbeddings(pairs, paths, len(chosen) + 1) if pairs is not None else None
+        done = 0
+        for _, batch in _batches(inputs, paths, shape_hwc):
+            ref_emb = _embed(ref_runner, batch)
+            embeddings = [ref_emb]
+            for runner, comparator in zip(cand_runners, comparators):
+                emb = _embed(runner, batch)
+                if emb.shape != ref_emb.shape:
+                    raise FacecvtError(f"{runner.describe()} returns {emb.shape[1]}-D embeddings but the reference "
+                                       f"{ref_runner.describe()} returns {ref_emb.shape[1]}-D; compare exports "
+                                       f"of the same model")
+                comparator.update(ref_emb, emb)
+                embeddings.append(emb)
+            if kept is not None:
+                kept.add(embeddings)
+            done += batch.shape[0]
+            if progress is not None:
+                progress(done, total)
+    entries = [candidate_entry(c.backend, c.path, c.precision, comp.result()) for c, comp in zip(chosen, comparators)]
+    block = None
+    if kept is not None:
+        backends = [(reference[0], Path(reference[1]))] + [(c.backend, c.path) for c in chosen]
+        block = _pairs_result(pairs, backends, kept)
+    return build_report((reference[0], reference[1]), entries, _inputs_block(inputs, paths, pairs, shape_hwc), block)
