@@ -245,6 +245,8 @@ def _export_command(target: str, model, out, force, options, model_args):
     for suffix in getattr(target_module(target), "SIBLING_SUFFIXES", ()):
         check_destination(out.with_suffix(suffix), force)
     loaded, result = load_and_freeze(model, *model_args)
+    if options.get("calibration") is not None:
+        options["calibration"] = options["calibration"].at_size(result.frozen.image_size)
     with step(f"converting to {target}"):
         exported = export(target, result.frozen, out, force=force, **options)
     details = {k: v for k, v in exported.details.items() if k not in ("ops", "mil_ops", "passes")}
@@ -299,10 +301,13 @@ def to_onnx(opset=None, layout="nhwc"):
                  click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images.")])
 def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
-    from facecvt.convert.calibration import calibration_batches
+    from facecvt.convert.calibration import CalibrationImages
+    from facecvt.validate.images import list_images
 
+    if calibration is not None:
+        list_images(calibration)  # fail now, before freezing, on a missing or empty folder
     return {"precision": precision,
-            "calibration": calibration_batches(calibration, preprocess) if calibration else None}
+            "calibration": CalibrationImages(calibration, preprocess) if calibration else None}
 
 
 @export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "
@@ -312,6 +317,85 @@ def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
                               help="Take RGB pixels (0-255) with the fixed preprocessing baked in.")])
 def to_coreml(precision="fp32", image_input=False):
     return {"precision": precision, "image_input": image_input}
+
+
+def progress_bar(description: str):
+    """A rich progress bar on stderr; returns (context manager, callback(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from facecvt.console import err
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
+               json_path, batch_size=32):
+    """Parse the verify arguments, run the comparison, render it; returns the report."""
+    from facecvt.console import out
+    from facecvt.validate.report import render, write_json_atomic
+    from facecvt.validate.runners import parse_candidate
+    from facecvt.validate.verify import InputSpec, verify
+
+    if images is None and random_count is None and pairs is None:
+        raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
+    if images is not None and random_count is not None:
+        raise FacecvtError("--images and --random exclude each other; choose one")
+    if random_count is not None and random_count < 1:
+        raise FacecvtError("--random N needs N >= 1")
+    ref_backend, ref_path = parse_candidate(str(reference), role="reference")
+    parsed = [parse_candidate(str(c)) for c in candidates]
+    for _, path in [(ref_backend, ref_path), *parsed]:
+        if not path.exists():
+            raise FacecvtError(f"{path} does not exist")
+    inputs = InputSpec(images=images, random=random_count, preprocess=preprocess, batch_size=batch_size)
+    bar, update = progress_bar("verifying")
+    with bar:
+        report = verify((ref_backend, ref_path), parsed, inputs, pairs=pairs,
+                        tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update)
+    render(report, out)
+    if json_path:
+        write_json_atomic(json_path, report)
+    return report
+
+
+@main.command(name="verify")
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidates", nargs=-1, required=True)
+@click.option("--images", type=click.Path(path_type=Path), help="Folder of face images (PNG/JPEG, RGB).")
+@click.option("--random", "random_count", type=int, metavar="N", help="N seeded random inputs instead of images.")
+@click.option("--pairs", type=click.Path(path_type=Path),
+              help="Face-verification pairs: a left,right,same CSV or an LFW pairs.txt (images under --images).")
+@click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+              show_default=True, help="fixed: (x-127.5)/128; prewhiten: facenet's per-image standardisation.")
+@click.option("--atol", type=float, help="Max |embedding difference| allowed (default by precision).")
+@click.option("--min-cosine", type=float, help="Min cosine similarity allowed (default by precision).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@debug_option
+def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
+                   json_path):
+    """Check that each CANDIDATE export computes REFERENCE's embeddings.
+
+    REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
+    (phase_train=False). A CANDIDATE is BACKEND=PATH or PATH, the backend from the suffix:
+    .onnx onnxruntime, .tflite litert, .mlpackage/.mlmodel coreml, .pb opencv.
+
+    Exit status 0: every candidate within tolerance; 1: one is not (the table names the measure);
+    2: bad usage or input.
+    """
+    report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
+                        json_path, batch_size)
+    if not report["pass"]:
+        failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
+                  if not c["pass"]]
+        raise ToleranceError("out of tolerance: " + "; ".join(failed))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped into a CI log there is no terminal width: use one wide enough for the report tables.
+_WIDTH = None if sys.stdout.isatty() else 160
+
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 
 def step(message: str):

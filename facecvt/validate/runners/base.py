@@ -48,3 +48,17 @@ def as_nhwc_float32(batch: np.ndarray) -> np.ndarray:
     if batch.ndim != 4:
         raise ValueError(f"expected an NHWC batch, got shape {batch.shape}")
     return np.ascontiguousarray(batch)
+
+
+def run_in_fixed_batches(run, batch: np.ndarray, size: int | None) -> np.ndarray:
+    """`run(batch)` for a dynamic batch (size None); else run chunks of `size`, the last one zero-padded."""
+    if size is None or size == len(batch):
+        return run(batch)
+    chunks = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        padding = size - len(chunk)
+        if padding:
+            chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
+        chunks.append(run(chunk)[:size - padding])
+    return np.concatenate(chunks)

@@ -1,0 +1,152 @@
+"""TFLite/LiteRT export with the TFLite converter: fp32, fp16 weights, or full-integer int8."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from facecvt.errors import FacecvtError
+from facecvt.frozen import FrozenGraph
+from facecvt.tf_env import import_tf
+
+TARGET = "tflite"
+BACKEND = "litert"
+SUFFIX = ".tflite"
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
+COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
+
+
+def concrete_function(frozen: FrozenGraph):
+    """The GraphDef as a TF2 concrete function from `input` to {output_name: embeddings}.
+
+    Returns (function, wrapped) — keep `wrapped` alive while converting (it owns the graph).
+    The input keeps the GraphDef's shape, so a dynamic batch stays dynamic in the flatbuffer.
+    """
+    tf = import_tf()
+
+    def import_graph():
+        tf.compat.v1.import_graph_def(frozen.graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    graph = wrapped.graph
+    function = wrapped.prune(feeds=[graph.get_tensor_by_name(f"{frozen.input_name}:0")],
+                             fetches={frozen.output_name: graph.get_tensor_by_name(f"{frozen.output_name}:0")})
+    return function, wrapped
+
+
+def representative_dataset(calibration, frozen: FrozenGraph):
+    """A converter dataset callable yielding one [1, H, W, C] float32 sample at a time.
+
+    `calibration` is an iterable of NHWC float32 batches (N, H, W, C) or single images (H, W, C),
+    already preprocessed like the model's inputs. It is read once, lazily, by the converter.
+    """
+    expected = tuple(frozen.input_shape[1:])
+
+    def samples():
+        count = 0
+        for item in calibration:
+            batch = np.asarray(item, dtype=np.float32)
+            batch = batch[None] if batch.ndim == 3 else batch
+            if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+                raise FacecvtError(f"calibration data has shape {batch.shape}; the model takes "
+                                   f"(N, {', '.join(map(str, expected))}) preprocessed images")
+            for image in batch:
+                count += 1
+                yield [image[None]]
+        if count == 0:
+            raise FacecvtError("the calibration set is empty; pass --calibration DIR with face images")
+
+    return samples
+
+
+def configure(converter, precision: str, calibration, frozen: FrozenGraph) -> None:
+    """Set the converter options of one precision (fp32 is the converter's default)."""
+    tf = import_tf()
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(calibration, frozen)
+        # int8 builtins only: the converter fails on any op it cannot quantise instead of
+        # silently leaving it in float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+
+
+def _converter_message(exc: Exception, frozen: FrozenGraph) -> str:
+    """The converter's own error lines, plus the GraphDef nodes of every TF op they name.
+
+    The converter locates errors by Python call site (the graph is imported from a GraphDef),
+    so the node names are looked up from the op types it names ('tf.Erfinv' -> the Erfinv nodes).
+    """
+    errors = [line.split("error:", 1)[1].strip() for line in str(exc).splitlines() if "error:" in line]
+    errors = [e for e in dict.fromkeys(errors) if not e.startswith("failed while converting")] or errors
+    message = "; ".join(errors[:3]) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    op_types = set(re.findall(r"'tf\.(\w+)'", message))
+    nodes = [node.name for node in frozen.graph_def.node if node.op in op_types]
+    if nodes:
+        message += f" (node {', '.join(nodes[:5])}); replace that op in the model"
+    return message
+
+
+def model_summary(flatbuffer: bytes) -> dict:
+    """Op counts of the main subgraph and the compute ops whose input is not int8.
+
+    Returns {"ops": {OP_NAME: count}, "float_compute_ops": [OP_NAME, ...]}.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    subgraph = model.Subgraphs(0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    ops, float_compute = Counter(), []
+    for i in range(subgraph.OperatorsLength()):
+        operator = subgraph.Operators(i)
+        code = codes[operator.OpcodeIndex()]
+        # builtin codes above 127 live in BuiltinCode; DeprecatedBuiltinCode holds the small ones
+        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        ops[name] += 1
+        if name in COMPUTE_OPS and subgraph.Tensors(operator.Inputs(0)).Type() != schema.TensorType.INT8:
+            float_compute.append(name)
+    return {"ops": dict(ops.most_common()), "float_compute_ops": float_compute}
+
+
+def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
+          calibration=None) -> dict:
+    """Convert `frozen` to a .tflite at `tmp_path`; returns {"precision", "ops", "size_bytes"}.
+
+    fp16 stores float16 weights; int8 quantises every op to int8 (float input and output kept)
+    with ranges from `calibration` (an iterable of preprocessed NHWC float32 batches).
+    """
+    if precision not in PRECISIONS:
+        raise FacecvtError(f"unknown TFLite precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "int8" and calibration is None:
+        raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
+                           "(a folder of face crops like the ones the model will see)")
+    tf = import_tf()
+    function, wrapped = concrete_function(frozen)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped)
+    configure(converter, precision, calibration, frozen)
+    try:
+        with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": we keep float I/O
+            warnings.simplefilter("ignore", UserWarning)
+            flatbuffer = converter.convert()
+    except FacecvtError:
+        raise
+    except Exception as exc:
+        raise FacecvtError(f"the TFLite converter failed ({precision}): {_converter_message(exc, frozen)}") from exc
+    summary = model_summary(flatbuffer)
+    if precision == "int8" and summary["float_compute_ops"]:
+        raise FacecvtError("int8 conversion left float compute ops "
+                           f"({', '.join(sorted(set(summary['float_compute_ops'])))}); the model is not full-integer")
+    Path(tmp_path).write_bytes(flatbuffer)
+    return {"precision": precision, "ops": summary["ops"], "size_bytes": len(flatbuffer)}

@@ -1,0 +1,84 @@
+"""Run a .tflite model with the LiteRT interpreter (ai_edge_litert), float or quantised I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facecvt.errors import FacecvtError
+from facecvt.validate.runners.base import run_in_fixed_batches, Runner, as_nhwc_float32
+
+
+def quantize(values: np.ndarray, details: dict) -> np.ndarray:
+    """Float values -> the tensor's integer type with its (scale, zero point); floats pass through."""
+    dtype = np.dtype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    if not np.issubdtype(dtype, np.integer) or not scale:
+        return values.astype(dtype, copy=False)
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    """A quantised tensor back to float32 with its (scale, zero point); floats pass through."""
+    scale, zero_point = details["quantization"]
+    if not np.issubdtype(values.dtype, np.integer) or not scale:
+        return values.astype(np.float32, copy=False)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class LiteRTRunner(Runner):
+    """LiteRT interpreter; resizes its input to each new batch size (dynamic batch models).
+
+    `threads` is the interpreter's num_threads (None: LiteRT's default). A fixed-batch model
+    is run on chunks of its batch size. Quantised inputs/outputs are converted with their
+    scale and zero point, so `embed` is float32 in and out for every model.
+    """
+
+    backend = "litert"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(path)
+        try:
+            self._interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except Exception as exc:
+            raise FacecvtError(f"LiteRT cannot load {self.path}: {str(exc).strip().splitlines()[0]}") from exc
+        # dtype and quantisation do not change when the input is resized: read them once
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._allocated_shape = tuple(int(d) for d in self._input["shape"])
+        signature = [int(d) for d in self._input["shape_signature"]]
+        if len(signature) != 4:
+            raise FacecvtError(f"{self.path} takes a {len(signature)}-D input {signature}; "
+                               "facecvt runs image models with a 4-D NHWC input")
+        self._shape = tuple(d if d > 0 else None for d in signature)
+
+    @property
+    def input_shape(self) -> tuple:
+        return self._shape
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        interpreter = self._interpreter
+        try:
+            if batch.shape != self._allocated_shape:
+                interpreter.resize_tensor_input(self._input["index"], batch.shape, strict=True)
+                interpreter.allocate_tensors()
+                self._allocated_shape = batch.shape
+            interpreter.set_tensor(self._input["index"], quantize(batch, self._input))
+            interpreter.invoke()
+            output = interpreter.get_tensor(self._output["index"])
+        except (ValueError, RuntimeError) as exc:
+            raise FacecvtError(f"LiteRT failed on {self.path} with a batch of shape {batch.shape}: "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
+        return dequantize(output, self._output)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) float32 of an NHWC float32 batch."""
+        return run_in_fixed_batches(self._run, as_nhwc_float32(batch), self._shape[0])
+
+    def close(self) -> None:
+        self._interpreter = None
