@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -396,6 +397,84 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
                   if not c["pass"]]
         raise ToleranceError("out of tolerance: " + "; ".join(failed))
+
+
+@main.command(name="export")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", "out", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder to create (artifacts, manifest.json, README.md).")
+@click.option("--targets", default=",".join(("opencv", "onnx", "tflite", "coreml")), show_default=True,
+              help="Comma-separated targets.")
+@click.option("--precision", "precisions", multiple=True, metavar="TARGET=P[,P]",
+              help="Precisions per target, e.g. tflite=fp32,fp16,int8 or coreml=fp16 (default fp32). Repeatable.")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="Face images to verify on (and to calibrate int8). Without it: 16 random inputs.")
+@click.option("--pairs", type=click.Path(path_type=Path), help="Verification pairs (CSV or LFW pairs.txt).")
+@click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed", show_default=True)
+@model_options
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")
+@debug_option
+def export_command(model, out, targets, precisions, images, pairs, preprocess, input_name, output_name, set_values,
+                   batch, force, json_path):
+    """Freeze MODEL once, export every target, verify all of them against the original, and write
+    OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
+    OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
+    from facecvt.atomic import check_destination
+    from facecvt.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
+    from facecvt.console import err, out as console
+    from facecvt.validate.report import render, write_json_atomic
+
+    spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
+                      pairs=pairs, preprocess=preprocess)
+    check_destination(out, force)
+    if images is not None:
+        from facecvt.validate.images import list_images
+
+        list_images(images)
+    started = time.perf_counter()
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
+    try:
+        manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
+                                        progress=lambda m: err.print(f"[dim]{m}[/]"))
+    except ToleranceError as error:
+        render(error.report, console)
+        raise
+    render(report, console)
+    if json_path:
+        write_json_atomic(json_path, report)
+    console.print(f"wrote {out}/ ({len(manifest['artifacts'])} artifacts, manifest.json, README.md) "
+                  f"in {time.perf_counter() - started:.1f} s")
+
+
+@main.command(name="bench")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--batch", "batches", type=int, multiple=True, help="Batch sizes (repeatable; default 1 and 8).")
+@click.option("--threads", type=int, help="Threads per runtime (default: each runtime's own).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per batch size.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the results as JSON.")
+@debug_option
+def bench_command(artifacts, batches, threads, repeats, json_path):
+    """Median and p90 latency and images/s of each ARTIFACT (BACKEND=PATH or PATH, as in verify; use
+    tensorflow=MODEL.pb for the TensorFlow reference), warm-up excluded, all in one run so ratios are fair."""
+    from facecvt.bench import bench, bench_table
+    from facecvt.console import err, out
+    from facecvt.validate.runners import parse_candidate
+
+    parsed = [parse_candidate(a) for a in artifacts]
+    for _, path in parsed:
+        if not path.exists():
+            raise FacecvtError(f"{path} does not exist")
+    if any(b < 1 for b in batches) or repeats < 1:
+        raise FacecvtError("--batch and --repeats must be at least 1")
+    report = bench(parsed, batches or (1, 8), threads, repeats, progress=lambda m: err.print(f"[dim]timing {m}[/]"))
+    out.print(bench_table(report))
+    if report["note"]:
+        out.print(report["note"])
+    if json_path:
+        from facecvt.validate.report import write_json_atomic
+
+        write_json_atomic(json_path, report)
 
 
 if __name__ == "__main__":  # pragma: no cover

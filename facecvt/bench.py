@@ -1,0 +1,68 @@
+"""`facecvt bench`: latency and throughput of artifacts, measured side by side in one process."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from facecvt.errors import FacecvtError
+
+
+def time_runner(runner, batch: int, *, warmup: int = 2, repeats: int = 10, max_seconds: float = 20.0,
+                shape_hwc=(160, 160, 3)) -> dict:
+    """Median and p90 latency of `runner.embed` on a batch, warm-up runs excluded."""
+    h, w, c = (d or s for d, s in zip(runner.input_shape[1:4], shape_hwc))
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, h, w, c)).astype(np.float32)
+    for _ in range(warmup):
+        runner.embed(x)
+    times = []
+    started = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - started < max_seconds):
+        t0 = time.perf_counter()
+        runner.embed(x)
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    return {"batch": batch, "runs": len(times), "median_ms": median * 1e3,
+            "p90_ms": float(np.percentile(times, 90)) * 1e3, "per_image_ms": median * 1e3 / batch,
+            "images_per_s": batch / median}
+
+
+def bench(artifacts, batches=(1, 8), threads: int | None = None, repeats: int = 10, progress=None) -> dict:
+    """Benchmark each (backend, path) at each batch size; ratios against TensorFlow when it is there."""
+    from facecvt.validate.runners import load_runner
+
+    rows = []
+    for backend, path in artifacts:
+        options = {"threads": threads} if threads else {}
+        try:
+            runner = load_runner(backend, path, **options)
+        except FacecvtError:
+            raise
+        except Exception as error:
+            raise FacecvtError(f"{backend} cannot load {path}: {error}") from None
+        with runner:
+            for batch in batches:
+                if progress:
+                    progress(f"{backend} {path} batch {batch}")
+                rows.append({"backend": backend, "path": str(path), **time_runner(runner, batch, repeats=repeats)})
+    reference = {r["batch"]: r for r in rows if r["backend"] == "tensorflow"}
+    for row in rows:
+        ref = reference.get(row["batch"])
+        row["speed_vs_tensorflow"] = ref["per_image_ms"] / row["per_image_ms"] if ref else None
+    return {"threads": threads, "batches": list(batches), "results": rows,
+            "note": "coreml rows run facecvt's NumPy reference executor, not Core ML" if any(
+                r["backend"] == "coreml" for r in rows) else None}
+
+
+def bench_table(report: dict):
+    from rich.table import Table
+
+    table = Table(title=f"facecvt bench (threads: {report['threads'] or 'runtime default'})", title_justify="left")
+    for column in ("backend", "path", "batch", "median ms", "p90 ms", "ms/image", "images/s", "× TF"):
+        table.add_column(column, justify="right" if column not in ("backend", "path") else "left")
+    for r in report["results"]:
+        ratio = f"{r['speed_vs_tensorflow']:.2f}" if r["speed_vs_tensorflow"] else "-"
+        table.add_row(r["backend"], r["path"], str(r["batch"]), f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
+                      f"{r['per_image_ms']:.2f}", f"{r['images_per_s']:.1f}", ratio)
+    return table

@@ -1,0 +1,190 @@
+"""`facecvt export`: every deployable form of one model, verified, with a manifest a release can keep."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from facecvt import __version__
+from facecvt.errors import FacecvtError, ToleranceError
+
+ALL_TARGETS = ("opencv", "onnx", "tflite", "coreml")
+PRECISIONS = {"opencv": ("fp32",), "onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
+SUFFIX = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+LAYOUT = {"opencv": "NCHW", "onnx": "NHWC", "tflite": "NHWC", "coreml": "NHWC"}
+VERSIONED = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "coremltools", "opencv-python-headless",
+             "ai-edge-litert", "numpy")
+
+
+@dataclass
+class BundleSpec:
+    targets: tuple = ALL_TARGETS
+    precisions: dict = field(default_factory=dict)  # target -> list of precisions
+    images: Path | None = None
+    pairs: Path | None = None
+    random: int = 16
+    preprocess: str = "fixed"
+
+
+def parse_targets(text: str) -> tuple:
+    targets = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    unknown = [t for t in targets if t not in ALL_TARGETS]
+    if unknown or not targets:
+        raise FacecvtError(f"--targets {text!r}: choose from {', '.join(ALL_TARGETS)} (comma-separated)")
+    return targets
+
+
+def parse_precisions(items) -> dict:
+    """['tflite=fp32,int8', 'coreml=fp16'] -> {'tflite': ['fp32', 'int8'], 'coreml': ['fp16']}."""
+    chosen = {}
+    for item in items:
+        target, sep, values = item.partition("=")
+        target = target.strip().lower()
+        if not sep or target not in PRECISIONS:
+            raise FacecvtError(f"--precision {item!r}: write TARGET=P[,P] with TARGET one of {', '.join(PRECISIONS)}")
+        wanted = [v.strip().lower() for v in values.split(",") if v.strip()]
+        bad = [v for v in wanted if v not in PRECISIONS[target]]
+        if bad or not wanted:
+            raise FacecvtError(f"--precision {item!r}: {target} takes {', '.join(PRECISIONS[target])}")
+        chosen[target] = wanted
+    return chosen
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files in name order (an .mlpackage)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def versions() -> dict:
+    found = {"facecvt": __version__, "python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _artifact_name(stem: str, target: str, precision: str) -> str:
+    tag = "" if precision == "fp32" else f"_{precision}"
+    return f"{stem}{tag}{SUFFIX[target]}"
+
+
+def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print) -> dict:
+    """Export every target of `spec` from one frozen graph into `out_dir`, verify, return the manifest."""
+    from facecvt.convert.base import export
+    from facecvt.convert.calibration import CalibrationImages
+    from facecvt.validate.verify import InputSpec, verify
+
+    stem = model.path.stem if model.path.is_file() else model.path.name
+    exported = []
+    for target in spec.targets:
+        for precision in spec.precisions.get(target, ["fp32"]):
+            options = {}
+            if target in ("tflite", "coreml"):
+                options["precision"] = precision
+            if target == "tflite" and precision == "int8":
+                if spec.images is None:
+                    raise FacecvtError("tflite int8 needs calibration images: pass --images DIR")
+                options["calibration"] = CalibrationImages(spec.images, spec.preprocess).at_size(frozen.image_size)
+            path = out_dir / _artifact_name(stem, target, precision)
+            started = time.perf_counter()
+            progress(f"exporting {target} {precision} -> {path.name}")
+            result = export(target, frozen, path, **options)
+            exported.append((target, precision, result, time.perf_counter() - started))
+
+    progress("verifying every artifact against the original model")
+    inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
+                       preprocess=spec.preprocess)
+    candidates = [(r.backend, r.path, precision) for _, precision, r, _ in exported]
+    report = verify(("tensorflow", model.path), candidates, inputs, pairs=spec.pairs)
+    checks = {str(c["path"]): c for c in report["candidates"]}
+
+    artifacts = []
+    for target, precision, result, seconds in exported:
+        check = checks[str(result.path)]
+        files = [{"file": p.name, "sha256": sha256(p), "size_bytes": size_of(p)} for p in result.paths]
+        artifacts.append({
+            "target": target, "backend": result.backend, "precision": precision, "files": files,
+            "input": {"name": frozen.input_name, "layout": LAYOUT[target], "dtype": "float32",
+                      "shape": _shape_in_layout(frozen.input_shape, LAYOUT[target])},
+            "preprocessing": _preprocessing(spec.preprocess),
+            "output": {"name": frozen.output_name, "embedding_size": frozen.embedding_size, "l2_normalized": True},
+            "conversion_seconds": round(seconds, 2),
+            "details": {k: v for k, v in result.details.items() if k not in ("load_check",)},
+            "verify": {k: check[k] for k in ("pass", "failed", "max_abs", "mean_abs", "p99_abs", "min_cosine",
+                                             "max_dist_change", "tolerances") if k in check},
+        })
+    manifest = {
+        "facecvt": __version__,
+        "created_unix": int(time.time()),
+        "source": {"path": str(model.path), "kind": model.kind, "sha256": sha256(model.path)},
+        "versions": versions(),
+        "inputs": report["inputs"],
+        "pass": report["pass"],
+        "artifacts": artifacts,
+    }
+    if report.get("pairs"):
+        manifest["pairs"] = report["pairs"]
+        manifest["distance_threshold"] = report["pairs"].get("reference_threshold")
+    return manifest, report
+
+
+def _shape_in_layout(shape_nhwc, layout: str) -> list:
+    n, h, w, c = shape_nhwc
+    return [n, c, h, w] if layout == "NCHW" else [n, h, w, c]
+
+
+def _preprocessing(mode: str) -> dict:
+    described = {
+        "fixed": {"formula": "(pixel - 127.5) / 128", "color": "RGB", "mean": 127.5, "scale": 1 / 128},
+        "prewhiten": {"formula": "(x - mean(x)) / max(std(x), 1/sqrt(x.size)) per image", "color": "RGB"},
+        "none": {"formula": "float32 pixels as given", "color": "RGB"},
+    }
+    return {"mode": mode, **described[mode]}
+
+
+def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool = False, progress=print) -> dict:
+    """Build the bundle in a temporary folder beside `out_dir`; move it into place only if it verifies."""
+    from facecvt.atomic import atomic_output
+    from facecvt.bundle_readme import bundle_readme
+    from facecvt.validate.report import write_json_atomic
+
+    with atomic_output(out_dir, force) as tmp:
+        tmp.mkdir()
+        manifest, report = build_bundle(model, frozen, tmp, spec, progress)
+        if not manifest["pass"]:
+            failed = [f"{a['target']} {a['precision']} ({', '.join(a['verify'].get('failed', []))})"
+                      for a in manifest["artifacts"] if not a["verify"]["pass"]]
+            error = ToleranceError("export failed verification: " + "; ".join(failed) + "; nothing was written")
+            error.report = report
+            raise error
+        write_json_atomic(tmp / "manifest.json", manifest)
+        (tmp / "README.md").write_text(bundle_readme(manifest))
+    return manifest, _moved(report, tmp, out_dir)
+
+
+def _moved(report: dict, tmp: Path, final: Path) -> dict:
+    """The report with the temporary bundle folder's paths replaced by the final ones."""
+    return json.loads(json.dumps(report, default=str).replace(str(tmp), str(final)))
+
+
+def load_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())

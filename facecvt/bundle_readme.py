@@ -1,0 +1,62 @@
+"""The README.md of an export bundle: one usage snippet per artifact."""
+
+from __future__ import annotations
+
+SNIPPETS = {
+    "opencv": '''```python
+import cv2, numpy as np
+net = cv2.dnn.readNetFromTensorflow("{file}", "{sibling}")
+# faces: list of RGB uint8 {h}x{w} crops; fixed preprocessing (x - 127.5) / 128
+blob = cv2.dnn.blobFromImages(faces, scalefactor=1 / 128, size=({w}, {h}), mean=(127.5, 127.5, 127.5), swapRB=False)
+net.setInput(blob)
+embeddings = net.forward()  # (N, {d}), L2-normalised
+```''',
+    "onnx": '''```python
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
+batch = (np.stack(faces).astype(np.float32) - 127.5) / 128  # (N, {h}, {w}, 3) RGB
+embeddings = session.run(["{output}"], {{"{input}": batch}})[0]  # (N, {d})
+```''',
+    "tflite": '''```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path="{file}")
+batch = (np.stack(faces).astype(np.float32) - 127.5) / 128  # (N, {h}, {w}, 3) RGB
+inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+interpreter.resize_tensor_input(inp["index"], batch.shape)
+interpreter.allocate_tensors()
+interpreter.set_tensor(inp["index"], batch)
+interpreter.invoke()
+embeddings = interpreter.get_tensor(out["index"])  # (N, {d})
+```''',
+    "coreml": '''```swift
+import CoreML
+let model = try MLModel(contentsOf: compiledURL)  // xcrun coremlcompiler compile {file} .
+// input "{input}": MLMultiArray float32 [N, {h}, {w}, 3], RGB, (pixel - 127.5) / 128
+let features = try MLDictionaryFeatureProvider(dictionary: ["{input}": MLFeatureValue(multiArray: batch)])
+let embeddings = try model.prediction(from: features).featureValue(for: "{output}")!.multiArrayValue!  // [N, {d}]
+```''',
+}
+
+
+def bundle_readme(manifest: dict) -> str:
+    lines = [f"# Export bundle of `{manifest['source']['path']}`", "",
+             f"Made by facecvt {manifest['facecvt']}; every artifact below was verified against the original "
+             f"TensorFlow model on {manifest['inputs']['count']} inputs ({manifest['inputs']['source']}). "
+             "Hashes, versions and the full verification results are in `manifest.json`.", ""]
+    if manifest.get("distance_threshold") is not None:
+        lines += [f"Same person when the squared L2 distance of two embeddings is below "
+                  f"**{manifest['distance_threshold']:.4f}** (the threshold separating the verification pairs).", ""]
+    lines += ["| file | target | precision | max abs diff | min cosine |", "|---|---|---|---|---|"]
+    for a in manifest["artifacts"]:
+        lines.append(f"| `{a['files'][0]['file']}` | {a['target']} | {a['precision']} | "
+                     f"{a['verify'].get('max_abs', float('nan')):.2e} | {a['verify'].get('min_cosine', float('nan')):.6f} |")
+    for a in manifest["artifacts"]:
+        n, h, w, c = a["input"]["shape"] if a["input"]["layout"] == "NHWC" else (
+            a["input"]["shape"][0], a["input"]["shape"][2], a["input"]["shape"][3], a["input"]["shape"][1])
+        files = [f["file"] for f in a["files"]]
+        snippet = SNIPPETS[a["target"]].format(file=files[0], sibling=files[1] if len(files) > 1 else "",
+                                               h=h, w=w, d=a["output"]["embedding_size"],
+                                               input=a["input"]["name"], output=a["output"]["name"])
+        lines += ["", f"## {a['target']} ({a['precision']}): `{files[0]}`", "", snippet]
+    return "\n".join(lines) + "\n"
