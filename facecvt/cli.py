@@ -21,7 +21,7 @@ class FacecvtGroup(click.Group):
 
     def invoke(self, ctx):
         debug = "--debug" in sys.argv
-        if not debug:
+        if not debug and sys.stderr is sys.__stderr__:  # not when a test runner captures it
             from facecvt.tf_env import silence_native_stderr
 
             silence_native_stderr()

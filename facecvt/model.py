@@ -123,6 +123,19 @@ def _check_ops(graph_def, path: Path) -> None:
                                f"not know; rebuild the graph with standard ops")
 
 
+def _check_importable(graph_def, path: Path) -> None:
+    """TensorFlow's own validation: op signatures, attribute types, input dtypes, shapes."""
+    from facecvt.tf_env import import_tf
+
+    tf = import_tf()
+    try:
+        with tf.Graph().as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+    except Exception as error:  # TF says which node and what is wrong with it
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise FacecvtError(f"{path}: TensorFlow rejects the graph: {first}") from None
+
+
 def training_flags(graph_def, overrides: dict | None = None) -> dict:
     """Placeholders that are training switches, with the value they take in inference."""
     flags = {}
@@ -226,6 +239,7 @@ def load_model(path, *, input_name: str | None = None, output_name: str | None =
             raise FacecvtError(f"cannot read {path}: {error.strerror}") from None
     _check_references(graph_def, path)
     _check_ops(graph_def, path)
+    _check_importable(graph_def, path)
     flags = training_flags(graph_def, _parse_set_values(graph_def, set_values))
     inp = _find_input(graph_def, flags, input_name)
     outputs = _find_outputs(graph_def, output_name)

@@ -111,3 +111,23 @@ def write_tf2_face(out: Path, seed: int = 2, embedding_size: int = 32) -> Path:
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
     out.write_bytes(frozen.graph.as_graph_def().SerializeToString())
     return out
+
+
+def tiny_training_graph_def(seed: int = 3, image_size: int = 16, embedding_size: int = 8):
+    """A very small raw training graph (conv + cond'ed batch norm + dropout + dense + L2), for fuzzing."""
+    from facecvt.checkpoint import freeze_session
+
+    tf = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        phase_train = tf.compat.v1.placeholder(tf.bool, shape=[], name="phase_train")
+        images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="input")
+        layers = TrainingLayers(RandomParams(seed), phase_train)
+        net = layers.conv(images, 8, 3, "Tiny/conv1", stride=2)
+        net = tf.reduce_mean(net, axis=[1, 2], name="Tiny/pool")
+        net = layers.dropout(net, 0.8, "Tiny/Dropout")
+        net = layers.dense(net, embedding_size, "Tiny/Bottleneck")
+        tf.math.l2_normalize(net, 1, 1e-10, name="embeddings")
+    with tf.compat.v1.Session(graph=graph) as session:
+        layers.initialize(session)
+        return freeze_session(session, graph.as_graph_def(), ["embeddings"])
