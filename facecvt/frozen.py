@@ -28,3 +28,27 @@ class FrozenGraph:
     def batch(self):
         """The fixed batch size, or None for a dynamic batch."""
         return self.input_shape[0]
+
+
+def concrete_function(frozen: FrozenGraph):
+    """The GraphDef as a TF2 concrete function from `input_name` to {output_name: embeddings}.
+
+    Converters that refuse a frozen .pb under TF 2.x (coremltools, the TFLite converter) take
+    this. Returns (function, wrapped): keep `wrapped` alive while converting (it owns the graph).
+    The input keeps the GraphDef's shape, so a dynamic batch stays dynamic.
+    """
+    from facecvt.errors import FacecvtError
+    from facecvt.tf_env import import_tf
+
+    tf = import_tf()
+
+    def import_graph():
+        tf.compat.v1.import_graph_def(frozen.graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    try:
+        feed = wrapped.graph.get_tensor_by_name(f"{frozen.input_name}:0")
+        fetch = wrapped.graph.get_tensor_by_name(f"{frozen.output_name}:0")
+    except KeyError as exc:
+        raise FacecvtError(f"the graph has no tensor {exc}; pass --input/--output with the real names") from None
+    return wrapped.prune(feeds=[feed], fetches={frozen.output_name: fetch}), wrapped

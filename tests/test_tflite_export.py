@@ -11,6 +11,7 @@ from _tiny_graph import (EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, reference_embed
 from facecvt.convert import tflite as tflite_target
 from facecvt.convert.base import export
 from facecvt.errors import FacecvtError
+from facecvt.frozen import concrete_function
 from facecvt.tf_env import import_tf
 from facecvt.validate.runners import load_runner
 
@@ -135,7 +136,7 @@ def test_failed_conversion_names_the_op_and_leaves_no_file(tmp_path):
 def test_runner_quantises_integer_inputs_and_outputs(frozen, calibration, images, expected, tmp_path):
     """A model with int8 input and output tensors (not what facecvt writes, but what others ship)."""
     tf = import_tf()
-    function, wrapped = tflite_target.concrete_function(frozen)
+    function, wrapped = concrete_function(frozen)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped)
     tflite_target.configure(converter, "int8", calibration, frozen)
     converter.inference_input_type = converter.inference_output_type = tf.int8

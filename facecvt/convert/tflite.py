@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facecvt.errors import FacecvtError
-from facecvt.frozen import FrozenGraph
+from facecvt.frozen import FrozenGraph, concrete_function
 from facecvt.tf_env import import_tf
 
 TARGET = "tflite"
@@ -20,24 +20,6 @@ SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
 # ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
-
-
-def concrete_function(frozen: FrozenGraph):
-    """The GraphDef as a TF2 concrete function from `input` to {output_name: embeddings}.
-
-    Returns (function, wrapped) — keep `wrapped` alive while converting (it owns the graph).
-    The input keeps the GraphDef's shape, so a dynamic batch stays dynamic in the flatbuffer.
-    """
-    tf = import_tf()
-
-    def import_graph():
-        tf.compat.v1.import_graph_def(frozen.graph_def, name="")
-
-    wrapped = tf.compat.v1.wrap_function(import_graph, [])
-    graph = wrapped.graph
-    function = wrapped.prune(feeds=[graph.get_tensor_by_name(f"{frozen.input_name}:0")],
-                             fetches={frozen.output_name: graph.get_tensor_by_name(f"{frozen.output_name}:0")})
-    return function, wrapped
 
 
 def representative_dataset(calibration, frozen: FrozenGraph):

@@ -1,0 +1,139 @@
+"""Core ML exporter: the clean graph -> an ML program saved as .mlpackage (iOS 15+ / macOS 12+).
+
+coremltools refuses a frozen GraphDef under TF 2.x, so the graph is imported into a
+`tf.compat.v1.wrap_function` and pruned to a concrete function input -> output, which
+coremltools converts. The input keeps TF's NHWC layout (coremltools inserts the transposes
+to its NCHW convolutions inside the program) and a flexible batch (1..MAX_BATCH).
+
+With `image_input=True` the input is a Core ML image (RGB, 8-bit pixels) and the program starts
+with `pixels * image_scale + image_bias`, so an app can feed camera frames directly. Core ML
+images are single pictures, so such an export has a fixed batch of 1 and its program takes
+NCHW; the scale and bias are also written to the model metadata (`facecvt.image_scale`,
+`facecvt.image_bias`) for the Core ML runner, which maps preprocessed inputs back to pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import traceback
+from collections import Counter
+from pathlib import Path
+
+from facecvt.errors import FacecvtError
+from facecvt.frozen import FrozenGraph, concrete_function
+from facecvt.validate.mil.ct_env import import_coremltools
+
+TARGET = "coreml"
+BACKEND = "coreml"
+SUFFIX = ".mlpackage"
+
+PRECISIONS = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
+DEPLOYMENT_TARGET = "iOS15"  # the first Core ML version with ML programs (saved as .mlpackage)
+MAX_BATCH = 1024
+
+METADATA_IMAGE_SCALE = "facecvt.image_scale"
+METADATA_IMAGE_BIAS = "facecvt.image_bias"
+
+
+def _image_bias(bias) -> list:
+    values = [float(bias)] * 3 if isinstance(bias, (int, float)) else [float(b) for b in bias]
+    if len(values) != 3:
+        raise FacecvtError(f"image_bias must be one number or three (R, G, B), got {bias!r}")
+    return values
+
+
+def _input_type(ct, frozen: FrozenGraph, image_input: bool, image_scale: float, image_bias: list):
+    """(coremltools input type, flexible batch?) for the graph's input."""
+    _, height, width, channels = frozen.input_shape
+    if image_input:
+        if channels != 3:
+            raise FacecvtError(f"image_input needs a 3-channel (RGB) input; {frozen.input_name} has {channels}")
+        image = ct.ImageType(name=frozen.input_name, shape=(1, height, width, 3), scale=float(image_scale),
+                             bias=image_bias, color_layout=ct.colorlayout.RGB)
+        return image, False
+    if frozen.batch is None:
+        batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
+    else:
+        batch = int(frozen.batch)
+    return ct.TensorType(name=frozen.input_name, shape=(batch, height, width, channels)), frozen.batch is None
+
+
+def _failing_node(exc: BaseException) -> str:
+    """' at TF node NAME (OP)' or ' at MIL op NAME (TYPE)' for the innermost op coremltools was on."""
+    found = ""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        node = frame.f_locals.get("node")
+        op = frame.f_locals.get("op")
+        if node is not None and hasattr(node, "op") and hasattr(node, "original_node"):
+            found = f" at TF node {node.name} ({node.op})"
+        elif op is not None and hasattr(op, "op_type") and hasattr(op, "outputs"):
+            found = f" at MIL op {op.name} ({op.op_type})"
+    return found
+
+
+def _convert(ct, function, input_type, frozen: FrozenGraph, precision: str):
+    # coremltools draws progress bars on stderr; facecvt prints its own summary.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return ct.convert(
+            [function], source="tensorflow", convert_to="mlprogram",
+            inputs=[input_type], outputs=[ct.TensorType(name=frozen.output_name)],
+            compute_precision=getattr(ct.precision, PRECISIONS[precision]),
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            skip_model_load=True)
+
+
+def _named_output(ct, model, wanted: str):
+    """The model with its one output called `wanted` (coremltools may name it after a TF op)."""
+    spec = model.get_spec()
+    current = spec.description.output[0].name
+    if current == wanted:
+        return model
+    ct.models.utils.rename_feature(spec, current, wanted)
+    return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
+
+
+def _mil_op_counts(model) -> dict:
+    """{MIL op type: count} of the program's main function, constants left out."""
+    operations = model._mil_program.functions["main"].operations
+    return dict(Counter(op.op_type for op in operations if op.op_type != "const").most_common())
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
+          image_input: bool = False, image_scale: float = 1 / 128, image_bias=-127.5 / 128) -> dict:
+    """Convert `frozen` with coremltools to an ML program and save it at `tmp_path` (.mlpackage)."""
+    if precision not in PRECISIONS:
+        raise FacecvtError(f"Core ML precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    ct = import_coremltools()
+    bias = _image_bias(image_bias) if image_input else None
+    input_type, flexible = _input_type(ct, frozen, image_input, image_scale, bias)
+    function, _wrapped = concrete_function(frozen)
+    try:
+        model = _convert(ct, function, input_type, frozen, precision)
+    except FacecvtError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FacecvtError(f"coremltools cannot convert the graph{_failing_node(exc)}: {message}") from exc
+    mil_ops = _mil_op_counts(model)  # before any rename: a model rebuilt from its spec has no MIL program
+    model = _named_output(ct, model, frozen.output_name)
+    model.short_description = f"facecvt: {frozen.embedding_size}-D face embeddings ({precision})"
+    details = {
+        "precision": precision,
+        "compute_precision": PRECISIONS[precision],
+        "deployment_target": DEPLOYMENT_TARGET,
+        "mil_ops": mil_ops,
+        "flexible_batch": flexible,
+        "input_type": "image" if image_input else "tensor",
+    }
+    if image_input:
+        model.user_defined_metadata[METADATA_IMAGE_SCALE] = repr(float(image_scale))
+        model.user_defined_metadata[METADATA_IMAGE_BIAS] = ",".join(repr(b) for b in bias)
+        details.update(image_scale=float(image_scale), image_bias=bias)
+    model.save(str(tmp_path))
+    details["size_bytes"] = _folder_size(tmp_path)
+    return details

@@ -1,0 +1,145 @@
+"""Core ML runner: Core ML itself on macOS, facecvt's NumPy MIL executor everywhere else.
+
+Like every runner it takes preprocessed NHWC float32 batches. Models whose program takes NCHW
+(image inputs, models from other converters) get transposed inputs.
+
+Image-input models (`to-coreml --image-input`) bake `pixels * scale + bias` into the program.
+By default the runner undoes that mapping on the preprocessed batch it is given
+(`pixels = (x - bias) / scale`, with scale and bias read from the model metadata facecvt
+writes), so it compares with other runners on the same inputs; `raw_pixels=True` feeds the
+batch to the model as 0..255 RGB pixels unchanged. Core ML itself takes 8-bit images, so on
+macOS pixels are rounded to integers (exact for real images under fixed preprocessing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facecvt.errors import FacecvtError
+from facecvt.validate.mil.ct_env import has_coreml_runtime, import_coremltools
+from facecvt.validate.runners.base import Runner, as_nhwc_float32
+
+ENGINES = ("auto", "coreml", "reference")
+COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
+REFERENCE_CHUNK = 16  # images per executor run: bounds the executor's memory on big batches
+
+
+def _input_geometry(feature) -> tuple[tuple, str, bool]:
+    """(NHWC shape with None for a flexible batch, program layout 'NHWC'/'NCHW', is image)."""
+    kind = feature.type.WhichOneof("Type")
+    if kind == "imageType":
+        image = feature.type.imageType
+        return (1, int(image.height), int(image.width), 3), "NCHW", True
+    if kind != "multiArrayType":
+        raise FacecvtError(f"Core ML input '{feature.name}' is a {kind}; facecvt needs an image or a tensor")
+    array = feature.type.multiArrayType
+    shape = [int(d) for d in array.shape]
+    ranges = array.shapeRange.sizeRanges
+    if len(shape) != 4:
+        raise FacecvtError(f"Core ML input '{feature.name}' has shape {shape}; facecvt needs a 4-D image batch")
+    batch = None if ranges and ranges[0].upperBound != ranges[0].lowerBound else shape[0]
+    channels_first = shape[1] in (1, 3) and shape[3] not in (1, 3)
+    if channels_first:
+        return (batch, shape[2], shape[3], shape[1]), "NCHW", False
+    return (batch, shape[1], shape[2], shape[3]), "NHWC", False
+
+
+def _pixel_mapping(metadata: dict, path: Path) -> tuple[float, np.ndarray]:
+    from facecvt.convert.coreml import METADATA_IMAGE_BIAS, METADATA_IMAGE_SCALE
+
+    if METADATA_IMAGE_SCALE not in metadata or METADATA_IMAGE_BIAS not in metadata:
+        raise FacecvtError(f"{path} takes images but does not record its pixel scale/bias (not exported by "
+                           f"facecvt); feed raw 0..255 pixels with the runner option raw_pixels=True")
+    scale = float(metadata[METADATA_IMAGE_SCALE])
+    bias = np.array([float(b) for b in metadata[METADATA_IMAGE_BIAS].split(",")], dtype=np.float32)
+    return scale, bias
+
+
+class CoreMLRunner(Runner):
+    """Embeds with a Core ML ML program (.mlpackage).
+
+    engine: 'auto' (Core ML when coremltools can run models here, i.e. on macOS, else the
+    reference executor), 'coreml' or 'reference'. compute_units applies to Core ML only.
+    """
+
+    backend = "coreml"
+
+    def __init__(self, path: str | Path, engine: str = "auto", compute_units: str = "all",
+                 raw_pixels: bool = False):
+        super().__init__(path)
+        if engine not in ENGINES:
+            raise FacecvtError(f"unknown Core ML engine {engine!r}; use one of {', '.join(ENGINES)}")
+        if compute_units not in COMPUTE_UNITS:
+            raise FacecvtError(f"unknown compute_units {compute_units!r}; use one of {', '.join(COMPUTE_UNITS)}")
+        from facecvt.validate.mil.program import load_spec
+
+        self._spec = load_spec(self.path)
+        description = self._spec.description
+        self._input_name = description.input[0].name
+        self._output_name = description.output[0].name
+        self._shape, self._layout, self._is_image = _input_geometry(description.input[0])
+        self._raw_pixels = raw_pixels
+        if self._is_image and not raw_pixels:
+            self._scale, self._bias = _pixel_mapping(dict(description.metadata.userDefined), self.path)
+        if engine == "coreml" and not has_coreml_runtime():
+            raise FacecvtError("Core ML itself runs only on macOS; use engine='reference' "
+                               "(facecvt's NumPy executor) here")
+        self.engine = "coreml" if engine == "coreml" or (engine == "auto" and has_coreml_runtime()) else "reference"
+        self._model = self._executor = None
+        if self.engine == "coreml":
+            ct = import_coremltools()
+            units = getattr(ct.ComputeUnit, compute_units.upper())
+            self._model = ct.models.MLModel(str(self.path), compute_units=units)
+        else:
+            from facecvt.validate.mil import MilExecutor
+
+            self._executor = MilExecutor(self.path)
+
+    @property
+    def input_shape(self) -> tuple:
+        return self._shape
+
+    def describe(self) -> str:
+        return f"{self.backend}[{self.engine}]:{self.path}"
+
+    def _chunk_size(self) -> int:
+        if self._shape[0] is not None:
+            return int(self._shape[0])
+        return REFERENCE_CHUNK if self.engine == "reference" else 64
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        batch = as_nhwc_float32(batch)
+        if tuple(batch.shape[1:]) != tuple(self._shape[1:]):
+            raise FacecvtError(f"{self.path} takes images of shape {self._shape[1:]} (HWC), got {batch.shape[1:]}")
+        if self._is_image and not self._raw_pixels:
+            batch = (batch - self._bias) / self._scale
+        size = self._chunk_size()
+        outputs = [self._run(batch[i:i + size], size) for i in range(0, len(batch), size)]
+        return np.concatenate(outputs).astype(np.float32)
+
+    def _run(self, chunk: np.ndarray, size: int) -> np.ndarray:
+        count = len(chunk)
+        if self._shape[0] is not None and count < size:  # a fixed batch: pad the last chunk
+            chunk = np.concatenate([chunk, np.zeros((size - count, *chunk.shape[1:]), np.float32)])
+        if self.engine == "coreml":
+            y = self._predict_coreml(chunk)
+        else:
+            feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
+            y = self._executor.run({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
+        return np.asarray(y, dtype=np.float32).reshape(len(chunk), -1)[:count]
+
+    def _predict_coreml(self, chunk: np.ndarray) -> np.ndarray:
+        if self._is_image:
+            from PIL import Image
+
+            pixels = np.clip(np.rint(chunk), 0, 255).astype(np.uint8)
+            return np.concatenate([
+                np.asarray(self._model.predict({self._input_name: Image.fromarray(image, "RGB")})[self._output_name])
+                .reshape(1, -1) for image in pixels])
+        feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
+        return self._model.predict({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
+
+    def close(self) -> None:
+        self._model = self._executor = None

@@ -1,0 +1,178 @@
+"""Core ML export (coremltools ML program) and the Core ML runner against TensorFlow.
+
+On Linux the runner executes the saved program with facecvt's NumPy MIL executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from _tiny_graph import (EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, reference_embeddings, smooth_images,
+                         tiny_frozen_graph, unconvertible_frozen_graph)
+from facecvt.convert import coreml as coreml_target
+from facecvt.convert.base import export
+from facecvt.errors import FacecvtError
+from facecvt.validate.mil import load_program
+from facecvt.validate.mil.ct_env import has_coreml_runtime
+from facecvt.validate.runners import load_runner
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    return tiny_frozen_graph()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return smooth_images(5)
+
+
+@pytest.fixture(scope="module")
+def expected(frozen, images):
+    return reference_embeddings(frozen, images)
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def exported(request, frozen, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coreml") / f"tiny_{request.param}.mlpackage"
+    return export("coreml", frozen, out, precision=request.param)
+
+
+@pytest.fixture(scope="module")
+def image_export(frozen, tmp_path_factory):
+    return export("coreml", frozen, tmp_path_factory.mktemp("coreml_image") / "tiny_image.mlpackage",
+                  image_input=True)
+
+
+def test_export_matches_tensorflow_at_batch_1_and_5(exported, images, expected):
+    with load_runner("coreml", exported.path) as runner:
+        assert runner.input_shape == (None, IMAGE_SIZE, IMAGE_SIZE, 3)
+        single = runner.embed(images[:1])
+        batch = runner.embed(images)
+    assert single.shape == (1, EMBEDDING_SIZE) and batch.shape == (5, EMBEDDING_SIZE)
+    assert batch.dtype == np.float32
+    np.testing.assert_allclose(single, batch[:1], atol=1e-6)  # batch size does not change a result
+    if exported.precision == "fp32":
+        assert np.max(np.abs(batch - expected)) <= 1e-4
+    else:
+        assert min_cosine(batch, expected) >= 0.9995
+        assert np.max(np.abs(batch - expected)) > 1e-5  # the fp16 program really rounds
+
+
+def test_details_describe_the_program(exported):
+    details = exported.details
+    assert details["precision"] == exported.precision
+    assert details["compute_precision"] == {"fp32": "FLOAT32", "fp16": "FLOAT16"}[exported.precision]
+    assert details["deployment_target"] == "iOS15"
+    assert details["flexible_batch"] is True
+    program = load_program(exported.path)
+    counts = {}
+    for op in program.operations:
+        if op.op_type != "const":
+            counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    assert details["mil_ops"] == counts
+    assert counts["conv"] == 3  # conv, depthwise conv (groups=C), 1x1 conv
+    assert ("cast" in counts) == (exported.precision == "fp16")
+
+
+def test_package_keeps_names_nhwc_layout_and_flexible_batch(exported):
+    assert exported.path.suffix == ".mlpackage" and exported.path.is_dir()
+    program = load_program(exported.path)
+    assert program.inputs == {"input": ((None, IMAGE_SIZE, IMAGE_SIZE, 3), "fp32")}
+    assert program.outputs == ["embeddings"]
+    (feature,) = program.spec.description.input
+    batch_range = feature.type.multiArrayType.shapeRange.sizeRanges[0]
+    assert (batch_range.lowerBound, batch_range.upperBound) == (1, coreml_target.MAX_BATCH)
+    # coremltools moves NHWC to its NCHW convs inside the program: the first op reading the input
+    # (after the fp16 cast) is a transpose
+    readers = [op.op_type for op in program.operations if "input" in [v.name for v in op.inputs.values()
+                                                                        if hasattr(v, "name")]]
+    assert readers == (["transpose"] if exported.precision == "fp32" else ["cast"])
+
+
+def test_image_input_bakes_scale_and_bias(image_export):
+    details = image_export.details
+    assert details["input_type"] == "image" and details["flexible_batch"] is False
+    program = load_program(image_export.path)
+    (feature,) = program.spec.description.input
+    assert feature.type.WhichOneof("Type") == "imageType"
+    assert feature.type.imageType.colorSpace == feature.type.imageType.RGB
+    first_two = [op for op in program.operations if op.op_type != "const"][:2]
+    assert [op.op_type for op in first_two] == ["mul", "add"]
+    assert first_two[0].inputs["x"].name == "input"
+    assert float(first_two[0].inputs["y"].val) == pytest.approx(1 / 128)
+    np.testing.assert_allclose(np.ravel(first_two[1].inputs["y"].val), [-127.5 / 128] * 3)
+    metadata = program.metadata()
+    assert float(metadata[coreml_target.METADATA_IMAGE_SCALE]) == pytest.approx(1 / 128)
+
+
+def test_image_input_runner_takes_preprocessed_or_raw_pixels(image_export, images, expected):
+    with load_runner("coreml", image_export.path) as runner:
+        assert runner.input_shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3)
+        from_preprocessed = runner.embed(images)
+    pixels = images * 128 + 127.5
+    with load_runner("coreml", image_export.path, raw_pixels=True) as runner:
+        from_pixels = runner.embed(pixels)
+    assert np.max(np.abs(from_preprocessed - expected)) <= 1e-4
+    assert np.max(np.abs(from_pixels - expected)) <= 1e-4
+
+
+def test_fixed_batch_export_splits_and_pads_batches(frozen, tmp_path, images, expected):
+    fixed = dataclasses.replace(frozen, input_shape=(2, IMAGE_SIZE, IMAGE_SIZE, 3))
+    result = export("coreml", fixed, tmp_path / "fixed2.mlpackage")
+    assert result.details["flexible_batch"] is False
+    with load_runner("coreml", result.path) as runner:
+        assert runner.input_shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+        embeddings = runner.embed(images)  # 5 images: runs of 2, 2 and 1 padded to 2
+    assert embeddings.shape == (5, EMBEDDING_SIZE)
+    assert np.max(np.abs(embeddings - expected)) <= 1e-4
+
+
+def test_unconvertible_op_is_named_and_leaves_no_file(tmp_path):
+    out = tmp_path / "erfinv.mlpackage"
+    with pytest.raises(FacecvtError, match="Erfinv") as error:
+        export("coreml", unconvertible_frozen_graph(), out)
+    assert "coremltools" in str(error.value) and "\n" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, message", [({"precision": "int8"}, "int8"),
+                                              ({"image_input": True, "image_bias": [0.1, 0.2]}, "image_bias")])
+def test_bad_options_are_user_errors(frozen, tmp_path, options, message):
+    with pytest.raises(FacecvtError, match=message):
+        export("coreml", frozen, tmp_path / "bad.mlpackage", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runner_refuses_wrong_image_size(exported):
+    with load_runner("coreml", exported.path) as runner:
+        with pytest.raises(FacecvtError, match="takes images of shape"):
+            runner.embed(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_asking_for_core_ml_itself_off_macos_is_a_clear_error(exported):
+    if has_coreml_runtime():
+        pytest.skip("Core ML itself is available here")
+    with pytest.raises(FacecvtError, match="only on macOS"):
+        load_runner("coreml", exported.path, engine="coreml")
+
+
+@pytest.mark.slow
+def test_released_facenet_matches_tensorflow(released_frozen, faces, tmp_path):
+    """The released Inception-ResNet-v1 (512-D): fp32 within 1e-4, fp16 cosine >= 0.9995."""
+    from conftest import run_graph
+
+    frozen = released_frozen.frozen
+    batch = faces[:8]
+    reference = run_graph(frozen.graph_def, batch)
+    for precision in ("fp32", "fp16"):
+        result = export("coreml", frozen, tmp_path / f"facenet_{precision}.mlpackage", precision=precision)
+        with load_runner("coreml", result.path) as runner:
+            embeddings = runner.embed(batch)
+        if precision == "fp32":
+            assert np.max(np.abs(embeddings - reference)) <= 1e-4
+        else:
+            assert min_cosine(embeddings, reference) >= 0.9995
