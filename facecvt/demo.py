@@ -1,4 +1,8 @@
-"""`make demo`: sample the released FaceNet training graph, inspect it, freeze it, and say what happened."""
+"""`make demo`: the whole job on the released FaceNet weights, as a user would run it.
+
+sample (raw training graph) -> inspect -> freeze -> export (all four targets, verified on the
+shared faces when present, random inputs otherwise) -> bench; then says where the bundle is.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import sys
 from pathlib import Path
 
 
-def run(*args: str) -> None:
+def run(*args) -> None:
+    args = [str(a) for a in args]
     print(f"\n$ facecvt {' '.join(args)}", flush=True)
-    status = subprocess.call([sys.executable, "-m", "facecvt.cli", *args])
+    status = subprocess.call([sys.executable, "-m", "facecvt", *args])
     if status:
         sys.exit(status)
 
@@ -21,12 +26,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    raw, clean = args.out / "facenet_raw.pb", args.out / "facenet_clean.pb"
-    run("sample", "facenet", "--weights", "released", "-o", str(raw), "--force")
-    run("inspect", str(raw))
-    run("freeze", str(raw), "-o", str(clean), "--force")
-    run("inspect", str(clean))
-    print(f"\ndemo done: raw training graph {raw}, clean inference graph {clean}")
+    raw, clean, bundle = args.out / "facenet_raw.pb", args.out / "facenet_clean.pb", args.out / "bundle"
+    run("sample", "facenet", "--weights", "released", "-o", raw, "--force")
+    run("inspect", raw)
+    run("freeze", raw, "-o", clean, "--force")
+    inputs = ["--images", args.faces] if (args.faces / "pairs.csv").exists() else []
+    if inputs:
+        inputs += ["--pairs", args.faces / "pairs.csv"]
+    else:
+        print(f"(no face crops at {args.faces}: verifying on random inputs)")
+    run("export", raw, "-o", bundle, "--force", *inputs)
+    stem = raw.stem
+    run("bench", f"tensorflow={raw}", bundle / f"{stem}.onnx", bundle / f"{stem}.tflite", bundle / f"{stem}.pb",
+        "--batch", "1", "--batch", "8", "--repeats", "5")
+    print(f"\ndemo done: the verified bundle is in {bundle}/ (manifest.json, README.md and the four models)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""`make bench`: every comparison the issues ask for, measured side by side in one process.
+
+Prints one table per comparison with ratios, and writes benchmarks/results.json.
+Stages run in this one process; the peak memory of a stage is the rise of the process's
+peak RSS (VmHWM) while it runs, the peak being reset before each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=140)
+RESULTS: dict = {}
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def stage(name: str, table: list):
+    """Time a stage and measure its peak memory above the memory in use when it starts."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    except OSError:
+        pass
+    before = rss_mb("VmRSS")
+    started = time.perf_counter()
+    yield
+    table.append({"stage": name, "seconds": time.perf_counter() - started,
+                  "peak_mb_above_start": rss_mb("VmHWM") - before, "rss_mb_after": rss_mb("VmRSS")})
+
+
+def show(title: str, rows: list, columns: list) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+    console.print(table)
+
+
+def latency(backend, path, batch, repeats, **options) -> dict:
+    from facecvt.bench import time_runner
+    from facecvt.validate.runners import load_runner
+
+    with load_runner(backend, path, **options) as runner:
+        return time_runner(runner, batch, repeats=repeats, warmup=3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--faces", type=Path, default=Path("../shared/faces"))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    args = parser.parse_args()
+
+    from facecvt.convert.base import export
+    from facecvt.convert.calibration import CalibrationImages
+    from facecvt.graph_ops.pipeline import freeze
+    from facecvt.model import load_model
+    from facecvt.samples.facenet import SampleSpec, write_sample
+    from facecvt.samples.released import released_graph_path
+
+    work = Path(tempfile.mkdtemp(prefix="facecvt-bench-"))
+    final = released_graph_path()
+    faces = args.faces if args.faces.is_dir() else None
+    RESULTS["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "python": platform.python_version()}
+    stages: list = []
+
+    # -- conversion stages on the released model -------------------------------------------
+    raw = work / "facenet_raw.pb"
+    with stage("sample (released weights)", stages):
+        write_sample(SampleSpec(weights="released"), raw, "pb")
+    with stage("load", stages):
+        model = load_model(raw)
+    with stage("freeze", stages):
+        frozen = freeze(model).frozen
+    artifacts = {}
+    plan = [("opencv", "fp32", {}), ("onnx", "fp32", {}), ("tflite", "fp32", {"precision": "fp32"}),
+            ("tflite", "fp16", {"precision": "fp16"}), ("coreml", "fp32", {"precision": "fp32"}),
+            ("coreml", "fp16", {"precision": "fp16"})]
+    if faces:
+        plan.append(("tflite", "int8", {"precision": "int8",
+                                         "calibration": CalibrationImages(faces).at_size((160, 160))}))
+    suffix = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+    for target, precision, options in plan:
+        with stage(f"to-{target} {precision}", stages):
+            artifacts[(target, precision)] = export(target, frozen, work / f"facenet_{precision}{suffix[target]}",
+                                                    **options)
+    import tf2onnx  # the baseline: tf2onnx straight from graph_final.pb
+
+    from facecvt.model import load_model as load
+    from facecvt.tf_env import graph_def_class
+
+    final_def = graph_def_class()()
+    final_def.ParseFromString(final.read_bytes())
+    with stage("tf2onnx direct on graph_final.pb (baseline)", stages):
+        direct, _ = tf2onnx.convert.from_graph_def(final_def, input_names=["input:0"], output_names=["embeddings:0"],
+                                                   opset=artifacts[("onnx", "fp32")].details["opset"])
+        (work / "graph_final_direct.onnx").write_bytes(direct.SerializeToString())
+    RESULTS["stages"] = stages
+    show("conversion stages (released FaceNet)", stages, ["stage", "seconds", "peak_mb_above_start", "rss_mb_after"])
+
+    r = args.repeats
+    # -- OpenCV: export vs the classic recipe's graph_final.pb ------------------------------
+    cv_export = artifacts[("opencv", "fp32")]
+    opencv = [
+        {"model": "graph_final.pb (classic recipe)", "batch": 1, **latency("opencv", final, 1, r)},
+        {"model": "facecvt export", "batch": 1, **latency("opencv", cv_export.path, 1, r, pbtxt=cv_export.extra_paths[0])},
+        {"model": "facecvt export", "batch": 8, **latency("opencv", cv_export.path, 8, r, pbtxt=cv_export.extra_paths[0])},
+    ]
+    base = opencv[0]["per_image_ms"]
+    for row in opencv:
+        row["export_ms_over_classic_ms"] = row["per_image_ms"] / base
+    RESULTS["opencv"] = opencv
+    show("OpenCV-DNN per-image latency (ratio = ms/image ÷ graph_final.pb's at batch 1; ≤ 1.05 wanted)", opencv,
+         ["model", "batch", "median_ms", "p90_ms", "per_image_ms", "images_per_s", "export_ms_over_classic_ms"])
+
+    # -- ONNX Runtime: export vs tf2onnx's direct conversion of graph_final.pb ----------------
+    ort = []
+    for batch in (1, 8):
+        direct_row = {"model": "tf2onnx(graph_final.pb)", "batch": batch} if batch == 1 else None
+        if batch == 1:
+            direct_row.update(latency("onnxruntime", work / "graph_final_direct.onnx", 1, r))
+            ort.append(direct_row)
+        ort.append({"model": "facecvt export", "batch": batch,
+                    **latency("onnxruntime", artifacts[("onnx", "fp32")].path, batch, r)})
+    for row in ort:
+        row["ratio_to_direct"] = row["per_image_ms"] / ort[0]["per_image_ms"]
+    RESULTS["onnxruntime"] = ort
+    show("ONNX Runtime (ratio = ms/image ÷ tf2onnx direct at batch 1; ≤ 1.05 wanted)", ort,
+         ["model", "batch", "median_ms", "p90_ms", "per_image_ms", "ratio_to_direct"])
+
+    # -- LiteRT: fp32 vs fp16 vs int8 -------------------------------------------------------
+    litert = []
+    for precision in ("fp32", "fp16", "int8"):
+        if ("tflite", precision) in artifacts:
+            for batch in (1, 8):
+                litert.append({"precision": precision, "batch": batch,
+                               **latency("litert", artifacts[("tflite", precision)].path, batch, r)})
+    for row in litert:
+        fp32 = next(x for x in litert if x["precision"] == "fp32" and x["batch"] == row["batch"])
+        row["speedup_vs_fp32"] = fp32["per_image_ms"] / row["per_image_ms"]
+    RESULTS["litert"] = litert
+    show("LiteRT (speedup = fp32 ms/image ÷ this one's)", litert,
+         ["precision", "batch", "median_ms", "p90_ms", "per_image_ms", "speedup_vs_fp32"])
+
+    # -- every backend vs the TensorFlow reference ------------------------------------------
+    from facecvt.bench import bench
+
+    backends = [("tensorflow", raw), ("onnxruntime", artifacts[("onnx", "fp32")].path),
+                ("litert", artifacts[("tflite", "fp32")].path), ("opencv", cv_export.path)]
+    report = bench(backends, (1, 8), repeats=r)
+    RESULTS["backends"] = report["results"]
+    show("backends vs TensorFlow (× TF = TF ms/image ÷ this one's)",
+         [{**row, "path": Path(row["path"]).name} for row in report["results"]],
+         ["backend", "path", "batch", "median_ms", "p90_ms", "per_image_ms", "images_per_s", "speed_vs_tensorflow"])
+
+    # -- verify: 61 faces x 4 backends, and memory for 2,000 random inputs ---------------------
+    from facecvt.validate.verify import InputSpec, verify
+
+    four = [("opencv", cv_export.path), ("onnxruntime", artifacts[("onnx", "fp32")].path),
+            ("litert", artifacts[("tflite", "fp32")].path), ("coreml", artifacts[("coreml", "fp32")].path)]
+    verify_rows: list = []
+    if faces:
+        with stage("verify 61 faces x 4 backends", verify_rows):
+            result = verify(("tensorflow", raw), four, InputSpec(images=faces), pairs=faces / "pairs.csv")
+        verify_rows[-1]["pass"] = result["pass"]
+    for count in (200, 2000):
+        with stage(f"verify {count} random inputs (onnxruntime)", verify_rows):
+            verify(("tensorflow", raw), four[1:2], InputSpec(random=count))
+    RESULTS["verify"] = verify_rows
+    show("verify wall time and peak memory", verify_rows, ["stage", "seconds", "peak_mb_above_start"])
+
+    args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
+    console.print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
