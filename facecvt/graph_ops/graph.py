@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 
 import numpy as np
@@ -146,3 +147,30 @@ def rewire(graph_def, mapping: dict) -> int:
             node.input[i] = key
             changed += 1
     return changed
+
+
+def sort_by_execution_order(graph_def) -> None:
+    """Order nodes so each comes after its inputs, otherwise keeping their order."""
+    position = {n.name: i for i, n in enumerate(graph_def.node)}
+    waiting = {n.name: {node_name(r) for r in n.input if node_name(r) in position} for n in graph_def.node}
+    users = consumers(graph_def)
+    ready = [position[name] for name, inputs in waiting.items() if not inputs]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        node = graph_def.node[heapq.heappop(ready)]
+        order.append(node)
+        for user, _ in users[node.name]:
+            pending = waiting[user.name]
+            if node.name in pending:
+                pending.discard(node.name)
+                if not pending:
+                    heapq.heappush(ready, position[user.name])
+    if len(order) != len(graph_def.node):
+        raise ValueError("the graph has a cycle; it is not a clean inference graph")
+    if any(a is not b for a, b in zip(order, graph_def.node)):
+        sorted_nodes = [type(n)() for n in order]
+        for copy, node in zip(sorted_nodes, order):
+            copy.CopyFrom(node)
+        del graph_def.node[:]
+        graph_def.node.extend(sorted_nodes)

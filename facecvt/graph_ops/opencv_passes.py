@@ -24,25 +24,24 @@ Square/Sum/Maximum/Rsqrt/Mul L2-normalise chain on a 2-D tensor.
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
 
 from facecvt.errors import FacecvtError
+from facecvt.graph_ops import cleanup  # noqa: F401  (remove_identity runs in OPENCV_PIPELINE)
 from facecvt.graph_ops.graph import (ancestors, const_value, consumers, make_const, node_map, node_name,
-                                     parse_input, remove_nodes, replace_uses, unique_name)
+                                     parse_input, remove_nodes, replace_uses, sort_by_execution_order, unique_name)
 from facecvt.graph_ops.registry import graph_pass
 from facecvt.tf_env import import_tf
 
 # Run in this order: later passes match the constant shapes the first ones produce.
 OPENCV_PIPELINE = [
-    "bypass_identities",
+    "remove_identity",
     "materialize_constants",
     "fold_shape_computations",
     "unbake_reshape_batch",
     "transpose_matmul_weights",
-    "fold_batch_norm_into_matmul",
     "rewrite_channel_bias",
     "prelu_to_keras_form",
     "clip_to_opencv_form",
@@ -50,7 +49,6 @@ OPENCV_PIPELINE = [
 
 # Two batch sizes no real dimension uses: a shape entry that follows them is the batch.
 _PROBE_BATCHES = (7919, 7927)
-_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 _BIAS_FUSING_PRODUCERS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
 _FLOAT = 1  # DataType DT_FLOAT
 
@@ -165,35 +163,8 @@ def _prune(graph_def, ctx) -> int:
     keep = ancestors(graph_def, [*ctx.output_names, ctx.input_name])
     dead = names - keep
     remove_nodes(graph_def, dead)
-    _sort_by_execution_order(graph_def)
+    sort_by_execution_order(graph_def)
     return len(dead)
-
-
-def _sort_by_execution_order(graph_def) -> None:
-    """Order nodes so each comes after its inputs, otherwise keeping their order."""
-    position = {n.name: i for i, n in enumerate(graph_def.node)}
-    waiting = {n.name: {node_name(r) for r in n.input if node_name(r) in position} for n in graph_def.node}
-    users = consumers(graph_def)
-    ready = [position[name] for name, inputs in waiting.items() if not inputs]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        node = graph_def.node[heapq.heappop(ready)]
-        order.append(node)
-        for user, _ in users[node.name]:
-            pending = waiting[user.name]
-            if node.name in pending:
-                pending.discard(node.name)
-                if not pending:
-                    heapq.heappush(ready, position[user.name])
-    if len(order) != len(graph_def.node):
-        raise FacecvtError("the graph has a cycle; it is not a clean inference graph")
-    if any(a is not b for a, b in zip(order, graph_def.node)):
-        sorted_nodes = [type(n)() for n in order]
-        for copy, node in zip(sorted_nodes, order):
-            copy.CopyFrom(node)
-        del graph_def.node[:]
-        graph_def.node.extend(sorted_nodes)
 
 
 def _per_example(shape: tuple | None) -> int | None:
@@ -228,23 +199,6 @@ def _names(names: list, limit: int = 3) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # passes
-
-
-@graph_pass
-def bypass_identities(graph_def, ctx) -> str:
-    """Consumers of an Identity read its input instead; the graph's own outputs stay.
-
-        Conv2D(x, Identity(Const w))   ->  Conv2D(x, Const w)
-
-    TF2 freezing leaves an Identity after every weight; the other passes match through them.
-    """
-    keep = {*ctx.output_names, ctx.input_name}
-    identities = [n for n in graph_def.node if n.op == "Identity" and n.name not in keep]
-    for node in identities:
-        replace_uses(graph_def, node.name, node.input[0], control_too=True)
-    remove_nodes(graph_def, {n.name for n in identities})
-    pruned = _prune(graph_def, ctx)
-    return f"bypassed {len(identities)} Identity nodes, pruned {pruned} unused nodes"
 
 
 @graph_pass
@@ -396,74 +350,6 @@ def transpose_matmul_weights(graph_def, ctx) -> str:
         done.append(node.name)
     _prune(graph_def, ctx)
     return f"transposed the weights of {len(done)} MatMuls"
-
-
-@graph_pass
-def fold_batch_norm_into_matmul(graph_def, ctx) -> str:
-    """A batch norm on a MatMul output, reshaped to 4-D for FusedBatchNorm, folds into the MatMul.
-
-        y = Reshape(FusedBatchNorm(Reshape(MatMul(x, W) [+ b], [-1, 1, 1, C]), s, o, m, v), [-1, C])
-        ->  y = BiasAdd(MatMul(x, W * k), (b - m) * k + o)      with k = s / sqrt(v + epsilon)
-
-    (facenet's Bottleneck; the reshape back may also be Reshape(..., Shape(MatMul)).)
-    """
-    nodes, users = node_map(graph_def), consumers(graph_def)
-    folded = []
-    for bn in [n for n in graph_def.node if n.op in _BATCH_NORMS]:
-        match = _match_matmul_batch_norm(nodes, users, bn)
-        if match is None:
-            continue
-        matmul, bias, reshape_back = match
-        scale, offset, mean, variance = (_float_const(nodes, r).astype(np.float64) for r in bn.input[1:5])
-        k = scale / np.sqrt(variance + _attr(bn, "epsilon", 1e-4))
-        weights = _float_const(nodes, matmul.input[1]).astype(np.float64)
-        matmul.input[1] = _add_const(graph_def, f"{matmul.name}/weights_bn_folded", weights * k, np.float32)
-        new_bias = (bias - mean) * k + offset
-        bias_ref = _add_const(graph_def, f"{reshape_back.name}/bias", new_bias, np.float32)
-        _reset(reshape_back, "BiasAdd", [matmul.name, bias_ref], data_format="NHWC")
-        folded.append(bn.name)
-    _prune(graph_def, ctx)
-    return f"folded {len(folded)} batch norms into MatMul weights" + (f": {_names(folded)}" if folded else "")
-
-
-def _match_matmul_batch_norm(nodes: dict, users: dict, bn):
-    """(matmul, bias as array, reshape back) when `bn` is a foldable batch norm of a MatMul, else None."""
-    if _attr(bn, "is_training", True) or _attr(bn, "data_format", b"NHWC") != b"NHWC":
-        return None
-    if any(_float_const(nodes, r) is None for r in bn.input[1:5]):
-        return None
-    reshape_in = _source(nodes, bn.input[0])
-    if reshape_in is None or reshape_in.op != "Reshape":
-        return None
-    to_4d = _const_input(nodes, reshape_in.input[1])
-    channels = _float_const(nodes, bn.input[1]).size
-    if to_4d is None or to_4d.tolist() != [-1, 1, 1, channels]:
-        return None
-    producer = _source(nodes, reshape_in.input[0])
-    bias = np.zeros(channels)
-    if producer is not None and producer.op in ("BiasAdd", "Add", "AddV2"):
-        bias_value = _float_const(nodes, producer.input[1])
-        if bias_value is None or bias_value.shape != (channels,) or len(users[producer.name]) != 1:
-            return None
-        bias, producer = bias_value.astype(np.float64), _source(nodes, producer.input[0])
-    if producer is None or producer.op != "MatMul" or _attr(producer, "transpose_a", False) \
-            or _attr(producer, "transpose_b", False):
-        return None
-    if _float_const(nodes, producer.input[1]) is None or len(users[producer.name]) != 1:
-        return None
-    bn_users = users[bn.name]
-    if len(bn_users) != 1 or bn_users[0][0].op != "Reshape" or parse_input(bn_users[0][0].input[0])[1] != 0:
-        return None
-    reshape_back = bn_users[0][0]
-    back_shape = _const_input(nodes, reshape_back.input[1])
-    shape_of = _source(nodes, reshape_back.input[1])
-    reads_matmul_shape = (shape_of is not None and shape_of.op == "Shape"
-                          and _same_tensor(shape_of.input[0], reshape_in.input[0]))
-    if not (reads_matmul_shape or (back_shape is not None and back_shape.tolist() == [-1, channels])):
-        return None
-    if len(users[reshape_in.name]) != 1:
-        return None
-    return producer, bias, reshape_back
 
 
 @graph_pass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from facecvt.errors import FacecvtError
 from facecvt.frozen import FrozenGraph
-from facecvt.graph_ops import cleanup, fold, training  # noqa: F401  (registers the passes)
+from facecvt.graph_ops import cleanup, fold, opencv_passes, training  # noqa: F401  (registers the passes)
 from facecvt.graph_ops.registry import PassContext, run_pipeline
 
 FREEZE_PIPELINE = [
@@ -21,7 +21,7 @@ FREEZE_PIPELINE = [
     "fold_batch_norms",
     "fold_scales_into_weights",
     "merge_biases",
-    "unbake_batch",
+    "unbake_reshape_batch",
     "strip_unused",
     "sort_topologically",
     "clear_devices",
@@ -75,7 +75,8 @@ def freeze(model, *, batch: int | None = None, progress=None) -> FreezeResult:
                            f"may depend on a placeholder that is not a training flag: set it with --set NAME=VALUE")
     embedding_size = _embedding_size(graph_def, ctx)
     frozen = FrozenGraph(graph_def=graph_def, input_name=model.input_name, output_name=model.output_name,
-                         input_shape=ctx.input_shape, embedding_size=embedding_size)
+                         input_shape=ctx.input_shape, embedding_size=embedding_size,
+                         notes={"original_batch": original_batch})
     return FreezeResult(frozen=frozen, reports=reports)
 
 

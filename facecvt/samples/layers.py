@@ -109,14 +109,7 @@ class TrainingLayers:
         outputs = cond.merge(y_f, y_t)
         mean = cond.merge(m_f, batch_mean, "Merge_1")
         variance = cond.merge(v_f, batch_var, "Merge_2")
-
-        update = V1Cond(tf, self.phase_train, f"{bn}cond_1/")
-        assigns = [self._assign_moving_average(update, moving_mean, mean, "AssignMovingAvg"),
-                   self._assign_moving_average(update, moving_variance, variance, "AssignMovingAvg_1")]
-        out_f, out_t = update.switch(outputs, "Switch_1")
-        with tf.compat.v1.name_scope(update.scope), tf.control_dependencies(assigns):
-            forced = tf.identity(out_t, name="Identity")
-        outputs = update.merge(out_f, forced)
+        outputs = self._force_updates(bn, outputs, (moving_mean, mean), (moving_variance, variance))
         if original_shape is not None:
             outputs = tf.reshape(outputs, original_shape, name=f"{bn}Reshape_1")
         return outputs
@@ -146,13 +139,7 @@ class TrainingLayers:
         outputs = cond.merge(y_f, y_t)
         mean = cond.merge(m_f, mean_t, "Merge_1")
         variance = cond.merge(v_f, var_t, "Merge_2")
-        update = V1Cond(tf, self.phase_train, f"{bn}cond_1/")
-        assigns = [self._assign_moving_average(update, moving_mean, mean, "AssignMovingAvg"),
-                   self._assign_moving_average(update, moving_variance, variance, "AssignMovingAvg_1")]
-        out_f, out_t = update.switch(outputs, "Switch_1")
-        with tf.compat.v1.name_scope(update.scope), tf.control_dependencies(assigns):
-            forced = tf.identity(out_t, name="Identity")
-        return update.merge(out_f, forced)
+        return self._force_updates(bn, outputs, (moving_mean, mean), (moving_variance, variance))
 
     def prelu(self, x, scope: str):
         """insightface's PReLU: relu(x) + alpha * (x - |x|) * 0.5."""
@@ -161,6 +148,18 @@ class TrainingLayers:
         with tf.compat.v1.name_scope(f"{scope}/prelu/"):
             negative = tf.multiply(tf.multiply(alpha.value(), tf.subtract(x, tf.abs(x))), 0.5)
             return tf.add(tf.nn.relu(x), negative, name="add")
+
+    def _force_updates(self, bn: str, outputs, *updates):
+        """slim's `_force_updates`: in the training branch, the output waits on the moving-average
+        updates (control dependencies); in the inference branch it passes through."""
+        tf = self.tf
+        cond = V1Cond(tf, self.phase_train, f"{bn}cond_1/")
+        assigns = [self._assign_moving_average(cond, variable, value, "AssignMovingAvg" + (f"_{i}" if i else ""))
+                   for i, (variable, value) in enumerate(updates)]
+        out_f, out_t = cond.switch(outputs, "Switch_1")
+        with tf.compat.v1.name_scope(cond.scope), tf.control_dependencies(assigns):
+            forced = tf.identity(out_t, name="Identity")
+        return cond.merge(out_f, forced)
 
     def _assign_moving_average(self, cond: V1Cond, variable, value, name: str):
         """variable -= (variable - value) * (1 - decay), in the training branch."""
