@@ -70,7 +70,7 @@ def test_tf2onnx_keeps_the_training_conds_of_the_raw_graph_but_not_of_the_frozen
     raw, _ = tf2onnx.convert.from_graph_def(read_graph_def(released_raw_pb),
                                             input_names=["input:0", "phase_train:0"],
                                             output_names=["embeddings:0"], opset=17,
-                                            shape_override={"input:0": [-1, 160, 160, 3]})
+                                            shape_override={"input:0": [None, 160, 160, 3]})
     if_nodes = [n for n in raw.graph.node if n.op_type == "If"]
     assert len(if_nodes) >= 100
     assert "phase_train:0" in [i.name for i in raw.graph.input]

@@ -29,7 +29,6 @@ import math
 import numpy as np
 
 from facecvt.errors import FacecvtError
-from facecvt.graph_ops import cleanup  # noqa: F401  (remove_identity runs in OPENCV_PIPELINE)
 from facecvt.graph_ops.graph import (ancestors, const_value, consumers, make_const, node_map, node_name,
                                      parse_input, remove_nodes, replace_uses, sort_by_execution_order, unique_name)
 from facecvt.graph_ops.registry import graph_pass

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from facecvt.errors import FacecvtError
 from facecvt.frozen import FrozenGraph
-from facecvt.graph_ops import cleanup, fold, opencv_passes, training  # noqa: F401  (registers the passes)
 from facecvt.graph_ops.registry import PassContext, run_pipeline
 
 FREEZE_PIPELINE = [

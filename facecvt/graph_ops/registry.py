@@ -10,7 +10,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-PASSES: dict = {}
+PASS_MODULES = ("cleanup", "fold", "training", "opencv_passes")
+
+
+class _Registry(dict):
+    """name -> pass; a name not registered yet imports every pass module first."""
+
+    def __missing__(self, name: str):
+        import importlib
+
+        for module in PASS_MODULES:
+            importlib.import_module(f"facecvt.graph_ops.{module}")
+        if name not in self:
+            raise KeyError(f"no graph pass named {name!r}; known: {', '.join(sorted(self))}")
+        return self[name]
+
+
+PASSES: dict = _Registry()
 
 
 def graph_pass(func):
