@@ -6,8 +6,9 @@ SNIPPETS = {
     "opencv": '''```python
 import cv2, numpy as np
 net = cv2.dnn.readNetFromTensorflow("{file}", "{sibling}")
-# faces: list of RGB uint8 {h}x{w} crops; fixed preprocessing (x - 127.5) / 128
-blob = cv2.dnn.blobFromImages(faces, scalefactor=1 / 128, size=({w}, {h}), mean=(127.5, 127.5, 127.5), swapRB=False)
+faces = [cv2.imread(path) for path in face_crop_paths]  # BGR uint8, as OpenCV reads them
+# fixed preprocessing (x - 127.5) / 128 on RGB: swapRB turns OpenCV's BGR into the RGB the model wants
+blob = cv2.dnn.blobFromImages(faces, scalefactor=1 / 128, size=({w}, {h}), mean=(127.5, 127.5, 127.5), swapRB=True)
 net.setInput(blob)
 embeddings = net.forward()  # (N, {d}), L2-normalised
 ```''',

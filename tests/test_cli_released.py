@@ -131,3 +131,22 @@ def test_bench_reports_every_backend_at_batch_1_and_8(bundle, released_raw_pb, t
     assert {(r["backend"], r["batch"]) for r in rows} == {(b, n) for b in ("tensorflow", "onnxruntime", "litert",
                                                                            "opencv") for n in (1, 8)}
     assert all(r["median_ms"] > 0 and r["speed_vs_tensorflow"] > 0 for r in rows)
+
+
+def test_readme_opencv_snippet_reproduces_fixed_preprocessing(bundle, face_paths, faces):
+    """The README's cv2.dnn.blobFromImages arguments give the same embeddings as (x - 127.5) / 128 in RGB."""
+    import cv2
+
+    from facecvt.validate.runners import load_runner
+
+    net = cv2.dnn.readNetFromTensorflow(str(bundle / "facenet_released_raw.pb"),
+                                        str(bundle / "facenet_released_raw.pbtxt"))
+    images = [cv2.imread(str(p)) for p in face_paths[:8]]  # BGR, as OpenCV reads them
+    blob = cv2.dnn.blobFromImages(images, scalefactor=1 / 128, size=(160, 160), mean=(127.5, 127.5, 127.5),
+                                  swapRB=True)
+    net.setInput(blob)
+    embeddings = net.forward()
+    with load_runner("onnxruntime", bundle / "facenet_released_raw.onnx") as runner:
+        expected = runner.embed(faces[:8])
+    assert embeddings.shape == (8, 512)
+    assert np.abs(embeddings - expected).max() <= 1e-5

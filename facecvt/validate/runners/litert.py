@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
 class LiteRTRunner(Runner):
     """LiteRT interpreter; resizes its input to each new batch size (dynamic batch models).
 
-    `threads` is the interpreter's num_threads (None: LiteRT's default). A fixed-batch model
+    `threads` is the interpreter's num_threads (None: every core, as the other runtimes use;
+    LiteRT's own default is one thread). A fixed-batch model
     is run on chunks of its batch size. Quantised inputs/outputs are converted with their
     scale and zero point, so `embed` is float32 in and out for every model.
     """
@@ -43,7 +45,7 @@ class LiteRTRunner(Runner):
 
         super().__init__(path)
         try:
-            self._interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+            self._interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
             self._interpreter.allocate_tensors()
         except Exception as exc:
             raise FacecvtError(f"LiteRT cannot load {self.path}: {str(exc).strip().splitlines()[0]}") from exc
