@@ -22,9 +22,9 @@ class FacecvtGroup(click.Group):
     def invoke(self, ctx):
         debug = "--debug" in sys.argv
         if not debug and sys.stderr is sys.__stderr__:  # not when a test runner captures it
-            from facecvt.tf_env import silence_native_stderr
+            from facecvt.tf_env import silence_native_output
 
-            silence_native_stderr()
+            silence_native_output()
         try:
             return super().invoke(ctx)
         except ToleranceError as error:

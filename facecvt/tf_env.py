@@ -45,22 +45,25 @@ def import_tf():
     return _tf
 
 
-def silence_native_stderr() -> None:
-    """For the CLI: C++ libraries' log lines go to /dev/null; Python's stderr keeps the terminal.
+def silence_native_output() -> None:
+    """For the CLI: C++ libraries' prints go to /dev/null; Python's stdout/stderr keep the terminal.
 
-    TensorFlow, LiteRT and OpenCV print start-up lines on file descriptor 2 whatever their
-    log level; facecvt's own messages go through `sys.stderr`, which is moved to a copy.
+    TensorFlow, the TFLite converter, LiteRT and OpenCV print start-up and progress lines on
+    file descriptors 1 and 2 whatever their log level; facecvt's own output goes through
+    `sys.stdout`/`sys.stderr`, which are moved to copies of the original descriptors.
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        sys.stderr = os.fdopen(saved, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
-                               errors="replace")
-    except (OSError, ValueError, AttributeError):
-        pass
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+            saved = os.dup(fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            setattr(sys, name, os.fdopen(saved, "w", buffering=1, encoding=stream.encoding or "utf-8",
+                                         errors="replace"))
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def graph_def_class():
