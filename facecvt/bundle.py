@@ -109,12 +109,19 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
             progress(f"exporting {target} {precision} -> {path.name}")
             result = export(target, frozen, path, **options)
             exported.append((target, precision, result, time.perf_counter() - started))
+            progress(f"  {target} {precision} written and loaded back in {exported[-1][3]:.1f} s")
 
     progress("verifying every artifact against the original model")
     inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
                        preprocess=spec.preprocess)
     candidates = [(r.backend, r.path, precision) for _, precision, r, _ in exported]
-    report = verify(("tensorflow", model.path), candidates, inputs, pairs=spec.pairs)
+    started = time.perf_counter()
+    from facecvt.validate.runners.tensorflow import TensorFlowRunner
+
+    with TensorFlowRunner(model.path, model=model) as reference:
+        report = verify(reference, candidates, inputs, pairs=spec.pairs)
+    progress(f"  verified {len(candidates)} artifacts on {report['inputs']['count']} inputs in "
+             f"{time.perf_counter() - started:.1f} s")
     checks = {str(c["path"]): c for c in report["candidates"]}
 
     artifacts = []

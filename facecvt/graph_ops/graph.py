@@ -60,14 +60,21 @@ def replace_uses(graph_def, old_ref: str, new_ref: str, *, control_too: bool = F
 
 def remove_nodes(graph_def, names: set) -> None:
     """Delete nodes by name, and every control input that names them."""
-    keep = [n for n in graph_def.node if n.name not in names]
-    for n in keep:
-        inputs = [r for r in n.input if not (r.startswith("^") and r[1:] in names)]
-        if len(inputs) != len(n.input):
+    if not names:
+        return
+    for n in graph_def.node:
+        if any(r.startswith("^") and r[1:] in names for r in n.input):
+            inputs = [r for r in n.input if not (r.startswith("^") and r[1:] in names)]
             del n.input[:]
             n.input.extend(inputs)
-    del graph_def.node[:]
-    graph_def.node.extend(keep)
+    # delete runs of doomed nodes from the back: no copy of the (weight-carrying) nodes kept
+    doomed = [i for i, n in enumerate(graph_def.node) if n.name in names]
+    while doomed:
+        end = doomed.pop()
+        start = end
+        while doomed and doomed[-1] == start - 1:
+            start = doomed.pop()
+        del graph_def.node[start:end + 1]
 
 
 def const_value(node) -> np.ndarray | None:

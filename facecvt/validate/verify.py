@@ -208,7 +208,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
            progress: Progress | None = None) -> dict:
     """Run every input through the reference and each candidate and return the report dict.
 
-    `candidates` are (backend, path) or (backend, path, precision); a missing precision is inferred.
+    `reference` is (backend, path) or an open Runner; `candidates` are (backend, path) or
+    (backend, path, precision); a missing precision is inferred.
     `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
     None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block.
     Only embeddings of pair images are kept; everything else is compared batch by batch.
@@ -220,7 +221,10 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     chosen = _candidates(candidates, tolerances)
     paths = _input_paths(inputs, pairs)
     with contextlib.ExitStack() as stack:
-        ref_runner = stack.enter_context(_open(reference[0], reference[1]))
+        if isinstance(reference, runners.Runner):  # already open (export reuses its loaded model)
+            ref_runner, reference = reference, (reference.backend, reference.path)
+        else:
+            ref_runner = stack.enter_context(_open(reference[0], reference[1]))
         cand_runners = [stack.enter_context(_open(c.backend, c.path)) for c in chosen]
         shape_hwc = _image_shape(ref_runner, cand_runners)
         comparators = [EmbeddingComparator(c.tolerances) for c in chosen]

@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 from facecvt.errors import FacecvtError
+from facecvt.validate.runners.base import Runner  # noqa: F401  (re-exported)
 
 # backend name -> "module:Class", imported on first use (each runtime is slow to import)
 RUNNERS = {
