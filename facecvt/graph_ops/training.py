@@ -228,3 +228,102 @@ def inline_functional_conds(graph_def, ctx) -> str:
     left = sum(n.op in FUNCTIONAL_CONDS for n in graph_def.node)
     summary = f"inlined {inlined} If/StatelessIf" + (f" and {calls} function calls" if calls else "")
     return summary + (f"; {left} left with a non-constant predicate" if left else "")
+
+
+RANDOM_UNIFORM = {"RandomUniform"}
+
+
+def _random_uniform_source(nodes, ref: str) -> bool:
+    """True when `ref` is a RandomUniform output (values in [0, 1)), looking through Identity."""
+    node = nodes.get(node_name(ref))
+    while node is not None and node.op in ("Identity", "StopGradient") and node.input:
+        node = nodes.get(node_name(node.input[0]))
+    return node is not None and node.op in RANDOM_UNIFORM
+
+
+@graph_pass
+def remove_inference_dropout(graph_def, ctx) -> str:
+    """Dropout with keep probability 1 keeps every value: its random mask becomes a constant.
+
+        Floor(AddV2(keep_prob=1.0, RandomUniform))    =>  Const 1.0     (TF1 nn.dropout)
+        GreaterEqual(RandomUniform, rate=0.0)         =>  Const True    (TF2 nn.dropout)
+    u in [0, 1) makes both exact; `bypass_neutral_arithmetic` then drops the x * 1 it leaves.
+    """
+    from facecvt.graph_ops.graph import const_value
+
+    nodes = node_map(graph_def)
+    replaced = 0
+    for node in graph_def.node:
+        value = None
+        if node.op == "Floor":
+            add = nodes.get(node_name(node.input[0]))
+            if add is not None and add.op in ("Add", "AddV2") and len(add.input) == 2:
+                for random_ref, keep_ref in (add.input, reversed(add.input)):
+                    keep = const_value(nodes.get(node_name(keep_ref)))
+                    if keep is not None and _random_uniform_source(nodes, random_ref) and np.all(keep == np.floor(keep)):
+                        value = keep.astype(np.float32)
+                        break
+        elif node.op == "GreaterEqual" and _random_uniform_source(nodes, node.input[0]):
+            rate = const_value(nodes.get(node_name(node.input[1])))
+            if rate is not None and np.all(rate <= 0):
+                value = np.ones(rate.shape, dtype=bool)
+        if value is not None:
+            node.CopyFrom(make_const(None, node.name, value))
+            replaced += 1
+    from facecvt.graph_ops.cleanup import strip_unused
+
+    strip_unused(graph_def, ctx)
+    return f"replaced {replaced} dropout masks by constants"
+
+
+def _neutral_operand(nodes, node):
+    """The input `node` passes through unchanged (x * 1, x / 1, x + 0, x - 0, select(True, x, c)), or None."""
+    from facecvt.graph_ops.graph import const_value
+
+    def scalar(ref):
+        value = const_value(nodes.get(node_name(ref)))
+        return value if value is not None and value.size == 1 and value.ndim <= 1 else None
+
+    data = [r for r in node.input if not r.startswith("^")]
+    if node.op == "Mul":
+        for x, c in ((0, 1), (1, 0)):
+            value = scalar(data[c])
+            if value is not None and value.reshape(()) == 1:
+                return data[x]
+    elif node.op in ("RealDiv", "Div"):
+        value = scalar(data[1])
+        if value is not None and value.reshape(()) == 1:
+            return data[0]
+    elif node.op in ("Add", "AddV2", "Sub"):
+        for x, c in (((0, 1), (1, 0)) if node.op != "Sub" else ((0, 1),)):
+            value = scalar(data[c])
+            if value is not None and value.reshape(()) == 0:
+                return data[x]
+    elif node.op in ("SelectV2", "Select") and len(data) == 3:
+        condition, other = scalar(data[0]), scalar(data[2])
+        if condition is not None and bool(condition.reshape(())) and (other is not None or node.op == "Select"):
+            return data[1]
+    return None
+
+
+@graph_pass
+def bypass_neutral_arithmetic(graph_def, ctx) -> str:
+    """Arithmetic with a neutral scalar constant passes its other input through.
+
+        Mul(x, 1.0) -> y   ;   RealDiv(x, 1.0)   ;   AddV2(x, 0.0)   ;   SelectV2(True, x, 0.0)   =>  x -> y
+    Only scalar constants, so broadcasting never changed the shape. Named outputs are kept.
+    """
+    nodes = node_map(graph_def)
+    protected = {ctx.input_name, *ctx.output_names}
+    mapping = {}
+    for node in graph_def.node:
+        if node.name in protected:
+            continue
+        passed = _neutral_operand(nodes, node)
+        if passed is not None:
+            mapping[node.name] = passed
+    rewire(graph_def, mapping)
+    from facecvt.graph_ops.cleanup import strip_unused
+
+    strip_unused(graph_def, ctx)
+    return f"bypassed {len(mapping)} neutral operations"

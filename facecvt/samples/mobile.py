@@ -131,3 +131,27 @@ def tiny_training_graph_def(seed: int = 3, image_size: int = 16, embedding_size:
     with tf.compat.v1.Session(graph=graph) as session:
         layers.initialize(session)
         return freeze_session(session, graph.as_graph_def(), ["embeddings"])
+
+
+def write_classic_tf1_face(out: Path, seed: int = 4, embedding_size: int = 16) -> Path:
+    """An old-style TF1 graph: input `img` fixed at batch 1, `tf.nn.dropout` driven by a `keep_prob`
+    placeholder (its random mask computed unconditionally), a `phase_train` PlaceholderWithDefault
+    selecting a branch through a TF2 cond, and the flatten reshape baked to batch 1."""
+    import numpy as np
+
+    tf = import_tf()
+    params = RandomParams(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [1, 32, 32, 3], name="img")
+        keep_prob = tf.compat.v1.placeholder(tf.float32, [], name="keep_prob")
+        phase_train = tf.compat.v1.placeholder_with_default(False, [], name="phase_train")
+        weights = params("conv/weights", (3, 3, 3, 8)).astype(np.float32)
+        net = tf.nn.relu(tf.nn.conv2d(images, weights, 2, "SAME"))
+        net = tf.reshape(net, [1, -1])
+        net = tf.compat.v1.nn.dropout(net, keep_prob=keep_prob)
+        net = tf.linalg.matmul(net, params("fc/weights", (16 * 16 * 8, embedding_size)).astype(np.float32))
+        net = tf.cond(phase_train, lambda: net * 2.0, lambda: net)
+        tf.math.l2_normalize(net, 1, 1e-10, name="embeddings")
+    out.write_bytes(graph.as_graph_def().SerializeToString())
+    return out
