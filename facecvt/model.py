@@ -94,13 +94,22 @@ def _freeze_checkpoint(folder: Path, output_names=None):
         with tf.compat.v1.Session(graph=graph) as session:
             saver.restore(session, str(prefix))
             graph_def = graph.as_graph_def()
-            outputs = output_names or _find_outputs(graph_def, None)
+            outputs = output_names or _checkpoint_outputs(graph_def)
             return freeze_session(session, graph_def, outputs)
     except FacecvtError:
         raise
     except Exception as error:  # TF's own message names the tensor or file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FacecvtError(f"cannot restore the checkpoint in {folder}: {first}") from None
+
+
+def _checkpoint_outputs(graph_def) -> list:
+    """What to freeze from a training checkpoint: `embeddings` (and facenet's `label_batch`) when
+    present, so optimizer and summary sinks are left out; otherwise every sink."""
+    names = {n.name for n in graph_def.node}
+    if "embeddings" in names:
+        return [n for n in ("embeddings", "label_batch") if n in names]
+    return _find_outputs(graph_def, None)
 
 
 def _check_references(graph_def, path: Path) -> None:

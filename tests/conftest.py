@@ -88,6 +88,29 @@ def tf2_raw_pb(models_dir) -> Path:
     return write_tf2_face(models_dir / "tf2_raw.pb")
 
 
+@pytest.fixture(scope="session")
+def frozen():
+    """The tiny clean embedding graph (tests/_tiny_graph.py) the exporter unit tests share."""
+    from _tiny_graph import tiny_frozen_graph
+
+    return tiny_frozen_graph()
+
+
+@pytest.fixture(scope="session")
+def images():
+    from _tiny_graph import smooth_images
+
+    return smooth_images(5)
+
+
+@pytest.fixture(scope="session")
+def expected(frozen, images):
+    """TensorFlow's embeddings of `images` on the tiny graph."""
+    from _tiny_graph import reference_embeddings
+
+    return reference_embeddings(frozen, images)
+
+
 def run_graph(graph_def, inputs: np.ndarray, input_name="input", output_name="embeddings", feeds=None,
               batch: int | None = None) -> np.ndarray:
     """Embeddings of `inputs` by TensorFlow on `graph_def`, `batch` images per run (all by default)."""

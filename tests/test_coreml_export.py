@@ -10,29 +10,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from _tiny_graph import (EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, reference_embeddings, smooth_images,
-                         tiny_frozen_graph, unconvertible_frozen_graph)
+from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, unconvertible_frozen_graph
 from facecvt.convert import coreml as coreml_target
 from facecvt.convert.base import export
 from facecvt.errors import FacecvtError
 from facecvt.validate.mil import load_program
 from facecvt.validate.mil.ct_env import has_coreml_runtime
 from facecvt.validate.runners import load_runner
-
-
-@pytest.fixture(scope="module")
-def frozen():
-    return tiny_frozen_graph()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return smooth_images(5)
-
-
-@pytest.fixture(scope="module")
-def expected(frozen, images):
-    return reference_embeddings(frozen, images)
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])

@@ -6,27 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from _tiny_graph import (EMBEDDING_SIZE, IMAGE_SIZE, reference_embeddings, smooth_images, tiny_frozen_graph,
-                         unconvertible_frozen_graph)
+from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, unconvertible_frozen_graph
 from facecvt.convert import onnx as onnx_target
 from facecvt.convert.base import export
 from facecvt.errors import FacecvtError
 from facecvt.validate.runners import load_runner
-
-
-@pytest.fixture(scope="module")
-def frozen():
-    return tiny_frozen_graph()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return smooth_images(5)
-
-
-@pytest.fixture(scope="module")
-def expected(frozen, images):
-    return reference_embeddings(frozen, images)
 
 
 @pytest.fixture(scope="module", params=["nhwc", "nchw"])

@@ -6,29 +6,13 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from _tiny_graph import (EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, reference_embeddings, smooth_images,
-                         tiny_frozen_graph, unconvertible_frozen_graph)
+from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, smooth_images, unconvertible_frozen_graph
 from facecvt.convert import tflite as tflite_target
 from facecvt.convert.base import export
 from facecvt.errors import FacecvtError
 from facecvt.frozen import concrete_function
 from facecvt.tf_env import import_tf
 from facecvt.validate.runners import load_runner
-
-
-@pytest.fixture(scope="module")
-def frozen():
-    return tiny_frozen_graph()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return smooth_images(5)
-
-
-@pytest.fixture(scope="module")
-def expected(frozen, images):
-    return reference_embeddings(frozen, images)
 
 
 @pytest.fixture(scope="module")
