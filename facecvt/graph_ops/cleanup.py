@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facecvt.graph_ops.graph import (ancestors, node_map, node_name, parse_input, remove_nodes, rewire,
+from facecvt.graph_ops.graph import (ancestors, node_map, node_name, remove_nodes, rewire,
                                      sort_by_execution_order)
 from facecvt.graph_ops.registry import graph_pass
 
@@ -101,8 +101,3 @@ def clear_devices(graph_def, ctx) -> str:
                 del node.attr[attr]
     return f"cleared {cleared} devices"
 
-
-def dangling_inputs(graph_def) -> list:
-    """(node, input) pairs naming nodes that do not exist."""
-    names = {n.name for n in graph_def.node}
-    return [(n.name, r) for n in graph_def.node for r in n.input if parse_input(r)[0] not in names]

@@ -35,11 +35,7 @@ def constant_nodes(graph_def) -> set:
                 continue
             pending = [node_name(r) for r in node.input if node_name(r) not in memo]
             if pending:
-                memo.setdefault(current, None)
-                if any(p in stack for p in pending):  # a cycle (loops) is never constant
-                    memo[current] = False
-                    stack.pop()
-                    continue
+                memo.setdefault(current, None)  # in progress: a cycle back to it reads as not constant
                 stack.extend(pending)
                 continue
             memo[current] = all(memo[node_name(r)] for r in node.input)

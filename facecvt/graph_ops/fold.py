@@ -172,7 +172,7 @@ def fold_batch_norms(graph_def, ctx) -> str:
     return f"folded {folded} batch norms into weights" + (f", {scaled} into Mul+BiasAdd" if scaled else "")
 
 
-def _channel_vector(value, channels=None):
+def _channel_vector(value):
     """`value` as a per-channel vector if it broadcasts along the last axis only, else None."""
     if value is None or value.ndim == 0:
         return None
