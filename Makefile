@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m facecvt.demo --faces $(FACES) --out $(DEMO)
+	$(PY) -m facecvt.workflows.demo --faces $(FACES) --out $(DEMO)
 
 test: install
 	$(PY) -m pytest -q

@@ -55,7 +55,7 @@ def show(title: str, rows: list, columns: list) -> None:
 
 
 def latency(backend, path, batch, repeats, **options) -> dict:
-    from facecvt.bench import time_runner
+    from facecvt.workflows.bench import time_runner
     from facecvt.validate.runners import load_runner
 
     with load_runner(backend, path, **options) as runner:
@@ -69,10 +69,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
 
-    from facecvt.convert.base import export
+    from facecvt.workflows.export_artifact import export
     from facecvt.convert.calibration import CalibrationImages
     from facecvt.graph_ops.pipeline import freeze
-    from facecvt.model import load_model
+    from facecvt.core.model import load_model
     from facecvt.samples.facenet import SampleSpec, write_sample
     from facecvt.samples.released import released_graph_path
 
@@ -105,8 +105,8 @@ def main() -> None:
                                                     **options)
     import tf2onnx  # the baseline: tf2onnx straight from graph_final.pb
 
-    from facecvt.model import load_model as load
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.model import load_model as load
+    from facecvt.core.tf_env import graph_def_class
 
     final_def = graph_def_class()()
     final_def.ParseFromString(final.read_bytes())
@@ -162,7 +162,7 @@ def main() -> None:
          ["precision", "batch", "median_ms", "p90_ms", "per_image_ms", "speedup_vs_fp32"])
 
     # -- every backend vs the TensorFlow reference ------------------------------------------
-    from facecvt.bench import bench
+    from facecvt.workflows.bench import bench
 
     backends = [("tensorflow", raw), ("onnxruntime", artifacts[("onnx", "fp32")].path),
                 ("litert", artifacts[("tflite", "fp32")].path), ("opencv", cv_export.path)]

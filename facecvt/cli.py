@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from facecvt import __version__
-from facecvt.errors import FacecvtError, ToleranceError
+from facecvt.core.errors import FacecvtError, ToleranceError
 
-EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 
 
 class FacecvtGroup(click.Group):
@@ -22,7 +22,7 @@ class FacecvtGroup(click.Group):
     def invoke(self, ctx):
         debug = "--debug" in sys.argv
         if not debug and sys.stderr is sys.__stderr__:  # not when a test runner captures it
-            from facecvt.tf_env import silence_native_output
+            from facecvt.core.tf_env import silence_native_output
 
             silence_native_output()
         try:
@@ -40,13 +40,22 @@ class FacecvtGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
-        except Exception as error:  # a converter or runtime failed in a way we did not foresee
+        except Exception as error:  # not foreseen: a bug in facecvt, never "bad input"
             if debug:
                 raise
-            message = (str(error).strip().splitlines() or [""])[0][:400]
-            click.echo(f"error: {type(error).__name__}: {message} (rerun with --debug for the traceback)",
-                       err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            click.echo(internal_error_line(error), err=True)
+            ctx.exit(EXIT_INTERNAL_ERROR)
+
+
+def internal_error_line(error: BaseException) -> str:
+    """The one line an unforeseen exception becomes: what happened, and that it is facecvt's bug."""
+    message = (str(error).strip().splitlines() or [""])[0][:300]
+    where = error.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    origin = f" at {where.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{where.tb_lineno}" if where else ""
+    what = f"{type(error).__name__}{origin}" + (f" ({message})" if message else "")
+    return (f"internal error in facecvt: {what} (a bug; rerun with --debug for the traceback and report it)")
 
 
 def debug_option(func):
@@ -92,9 +101,9 @@ def parse_set(values) -> dict:
 def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
                     quiet=False):
     """Load MODEL and run the freeze pipeline; returns (model, FreezeResult)."""
-    from facecvt.console import step
+    from facecvt.core.console import step
     from facecvt.graph_ops.pipeline import freeze
-    from facecvt.model import load_model
+    from facecvt.core.model import load_model
 
     with step(f"loading {model_path}"):
         model = load_model(model_path, input_name=input_name, output_name=output_name,
@@ -107,7 +116,7 @@ def load_and_freeze(model_path, input_name=None, output_name=None, set_values=()
 def print_freeze_summary(model, result) -> None:
     from rich.table import Table
 
-    from facecvt.console import err
+    from facecvt.core.console import err
 
     table = Table(title=f"freeze {model.path}", title_justify="left", show_edge=False)
     for column in ("pass", "what it did", "nodes"):
@@ -131,7 +140,8 @@ def main():
       facecvt verify raw.pb m.onnx --images faces/
       facecvt export raw.pb -o bundle/       every target, verified, with a manifest
 
-    Exit status: 0 ok, 1 a candidate is out of tolerance, 2 bad usage or bad input.
+    Exit status: 0 ok, 1 a candidate is out of tolerance, 2 bad usage or bad input, 3 an internal
+    error (a bug in facecvt).
     """
 
 
@@ -156,8 +166,8 @@ def sample():
 def sample_facenet(out, weights, embedding_size, fmt, seed, force):
     """Write the raw *training-mode* FaceNet (Inception-ResNet-v1) graph: phase_train conds around
     every batch norm and dropout, moving-average updates, a queue-fed input, label_batch."""
-    from facecvt.atomic import check_destination
-    from facecvt.console import out as console, step
+    from facecvt.core.atomic import check_destination
+    from facecvt.core.console import out as console, step
     from facecvt.samples.facenet import SampleSpec, write_sample
 
     check_destination(out, force)
@@ -181,9 +191,9 @@ def sample_facenet(out, weights, embedding_size, fmt, seed, force):
 def inspect(model, as_json, input_name, output_name):
     """Show MODEL's inputs and outputs, its op histogram, the training structure found
     (flags, Switch/Merge, If, batch norms, dropout, queues, extra outputs) and what freeze will do."""
-    from facecvt.console import out, step
-    from facecvt.inspect import inspect_model
-    from facecvt.model import load_model
+    from facecvt.core.console import out, step
+    from facecvt.workflows.inspect_model import inspect_model
+    from facecvt.core.model import load_model
 
     with step(f"loading {model}"):
         report = inspect_model(load_model(model, input_name=input_name, output_name=output_name))
@@ -219,8 +229,8 @@ def freeze(model, out, input_name, output_name, set_values, batch, force, json_p
     """Turn MODEL (raw training graph or checkpoint) into a clean inference graph: training flags set,
     dead cond branches pruned, If inlined, updates and control edges dropped, batch norms folded,
     dynamic-batch input, unused nodes stripped. Input and output names are kept."""
-    from facecvt.atomic import atomic_output, check_destination
-    from facecvt.console import out as console
+    from facecvt.core.atomic import atomic_output, check_destination
+    from facecvt.core.console import out as console
 
     check_destination(out, force)
     loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
@@ -238,19 +248,19 @@ def freeze(model, out, input_name, output_name, set_values, batch, force, json_p
 
 
 def _export_command(target: str, model, out, force, options, model_args):
-    from facecvt.atomic import check_destination
-    from facecvt.console import out as console, step
-    from facecvt.convert.base import export, target_module
+    from facecvt.core.atomic import check_destination
+    from facecvt.core.console import out as console, step
+    from facecvt.workflows.export_artifact import destinations, export
 
-    check_destination(out, force)
-    for suffix in getattr(target_module(target), "SIBLING_SUFFIXES", ()):
-        check_destination(out.with_suffix(suffix), force)
+    for path in destinations(target, out):
+        check_destination(path, force)
     loaded, result = load_and_freeze(model, *model_args)
     if options.get("calibration") is not None:
         options["calibration"] = options["calibration"].at_size(result.frozen.image_size)
     with step(f"converting to {target}"):
         exported = export(target, result.frozen, out, force=force, **options)
-    details = {k: v for k, v in exported.details.items() if k not in ("ops", "mil_ops", "passes")}
+    details = {k: v for k, v in exported.details.items()
+               if k not in ("ops", "mil_ops", "passes", "runner_options", "text_graph_ops")}
     console.print(f"wrote {', '.join(str(p) for p in exported.paths)} in {exported.seconds:.1f} s "
                   f"({exported.backend}, {exported.precision}); "
                   + "; ".join(f"{k}: {v}" for k, v in details.items()))
@@ -303,7 +313,7 @@ def to_onnx(opset=None, layout="nhwc"):
                               show_default=True, help="Preprocessing applied to the calibration images.")])
 def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
     from facecvt.convert.calibration import CalibrationImages
-    from facecvt.validate.images import list_images
+    from facecvt.core.images import list_images
 
     if calibration is not None:
         list_images(calibration)  # fail now, before freezing, on a missing or empty folder
@@ -324,7 +334,7 @@ def progress_bar(description: str):
     """A rich progress bar on stderr; returns (context manager, callback(done, total))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from facecvt.console import err
+    from facecvt.core.console import err
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err, transient=True)
@@ -339,7 +349,7 @@ def progress_bar(description: str):
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                json_path, batch_size=32):
     """Parse the verify arguments, run the comparison, render it; returns the report."""
-    from facecvt.console import out
+    from facecvt.core.console import out
     from facecvt.validate.report import render, write_json_atomic
     from facecvt.validate.runners import parse_candidate
     from facecvt.validate.verify import InputSpec, verify
@@ -420,16 +430,16 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
-    from facecvt.atomic import check_destination
-    from facecvt.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
-    from facecvt.console import err, out as console
+    from facecvt.core.atomic import check_destination
+    from facecvt.workflows.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
+    from facecvt.core.console import err, out as console
     from facecvt.validate.report import render, write_json_atomic
 
     spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
                       pairs=pairs, preprocess=preprocess)
     check_destination(out, force)
     if images is not None:
-        from facecvt.validate.images import list_images
+        from facecvt.core.images import list_images
 
         list_images(images)
     started = time.perf_counter()
@@ -457,8 +467,8 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
 def bench_command(artifacts, batches, threads, repeats, json_path):
     """Median and p90 latency and images/s of each ARTIFACT (BACKEND=PATH or PATH, as in verify; use
     tensorflow=MODEL.pb for the TensorFlow reference), warm-up excluded, all in one run so ratios are fair."""
-    from facecvt.bench import bench, bench_table
-    from facecvt.console import err, out
+    from facecvt.workflows.bench import bench, bench_table
+    from facecvt.core.console import err, out
     from facecvt.validate.runners import parse_candidate
 
     parsed = [parse_candidate(a) for a in artifacts]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecvt.frozen import FrozenGraph
-from facecvt.tf_env import import_tf
+from facecvt.core.frozen import FrozenGraph
+from facecvt.core.tf_env import import_tf
 
 IMAGE_SIZE = 64
 EMBEDDING_SIZE = 32

@@ -61,7 +61,7 @@ def released_raw_pb(models_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def released_model(released_raw_pb):
-    from facecvt.model import load_model
+    from facecvt.core.model import load_model
 
     return load_model(released_raw_pb)
 
@@ -114,7 +114,7 @@ def expected(frozen, images):
 def run_graph(graph_def, inputs: np.ndarray, input_name="input", output_name="embeddings", feeds=None,
               batch: int | None = None) -> np.ndarray:
     """Embeddings of `inputs` by TensorFlow on `graph_def`, `batch` images per run (all by default)."""
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     graph = tf.Graph()
@@ -128,7 +128,7 @@ def run_graph(graph_def, inputs: np.ndarray, input_name="input", output_name="em
 
 
 def read_graph_def(path: Path):
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.tf_env import graph_def_class
 
     graph_def = graph_def_class()()
     graph_def.ParseFromString(Path(path).read_bytes())

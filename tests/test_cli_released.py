@@ -91,8 +91,8 @@ def test_verify_passes_all_four_backends_with_pair_accuracy_one(bundle, released
 
 def broken_export(frozen, out, how: str):
     """An ONNX export of a subtly wrong graph: one mid-network conv scaled by 3 %, or RGB read as BGR."""
-    from facecvt.convert.base import export
-    from facecvt.frozen import FrozenGraph
+    from facecvt.workflows.export_artifact import export
+    from facecvt.core.frozen import FrozenGraph
     from facecvt.graph_ops.graph import const_value, make_const, node_map
 
     graph_def = type(frozen.graph_def)()

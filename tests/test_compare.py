@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.compare import (AbsDiffQuantile, EmbeddingComparator, Tolerances, cosine_similarity,
                                       squared_distances)
 

@@ -12,10 +12,11 @@ import pytest
 
 from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, unconvertible_frozen_graph
 from facecvt.convert import coreml as coreml_target
-from facecvt.convert.base import export
-from facecvt.errors import FacecvtError
+from facecvt.workflows.export_artifact import export
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.mil import load_program
-from facecvt.validate.mil.ct_env import has_coreml_runtime
+from facecvt.core.ct_env import has_coreml_runtime
+from facecvt.core.targets import COREML_IMAGE_SCALE
 from facecvt.validate.runners import load_runner
 
 
@@ -90,7 +91,7 @@ def test_image_input_bakes_scale_and_bias(image_export):
     assert float(first_two[0].inputs["y"].val) == pytest.approx(1 / 128)
     np.testing.assert_allclose(np.ravel(first_two[1].inputs["y"].val), [-127.5 / 128] * 3)
     metadata = program.metadata()
-    assert float(metadata[coreml_target.METADATA_IMAGE_SCALE]) == pytest.approx(1 / 128)
+    assert float(metadata[COREML_IMAGE_SCALE]) == pytest.approx(1 / 128)
 
 
 def test_image_input_runner_takes_preprocessed_or_raw_pixels(image_export, images, expected):

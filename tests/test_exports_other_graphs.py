@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecvt.convert.base import export
+from facecvt.workflows.export_artifact import export
 from facecvt.graph_ops.pipeline import freeze
-from facecvt.model import load_model
+from facecvt.core.model import load_model
 from facecvt.validate.runners import load_runner
 
 from conftest import run_graph

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecvt.convert.base import export
+from facecvt.workflows.export_artifact import export
 from facecvt.validate.runners import load_runner
 
 from conftest import read_graph_def, run_graph

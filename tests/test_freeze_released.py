@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facecvt.graph_ops.pipeline import TRAINING_OPS, freeze
-from facecvt.model import load_model
+from facecvt.core.model import load_model
 
 from conftest import read_graph_def, run_graph
 

@@ -24,7 +24,7 @@ def base_bytes():
 
 
 def mutate(data: bytes, draw) -> bytes:
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.tf_env import graph_def_class
 
     kind = draw(st.sampled_from(["drop_node", "dangling", "rename_input", "dtype", "shape", "truncate",
                                  "random_bytes", "unknown_op", "swap_inputs", "rename_node", "clear_attr"]))

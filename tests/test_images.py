@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecvt.errors import FacecvtError
-from facecvt.validate.images import (iter_image_batches, list_images, load_image, prewhiten, preprocess,
+from facecvt.core.errors import FacecvtError
+from facecvt.core.images import (iter_image_batches, list_images, load_image, prewhiten, preprocess,
                                      random_batches)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecvt.errors import FacecvtError
-from facecvt.tf_env import import_tf
+from facecvt.core.errors import FacecvtError
+from facecvt.core.tf_env import import_tf
 from facecvt.validate.mil import MilExecutor
-from facecvt.validate.mil.ct_env import import_coremltools
+from facecvt.core.ct_env import import_coremltools
 
 ct = import_coremltools()
 from coremltools.converters.mil import Builder as mb  # noqa: E402  (after the quiet import)

@@ -8,8 +8,8 @@ import pytest
 
 from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, unconvertible_frozen_graph
 from facecvt.convert import onnx as onnx_target
-from facecvt.convert.base import export
-from facecvt.errors import FacecvtError
+from facecvt.workflows.export_artifact import export
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners import load_runner
 
 

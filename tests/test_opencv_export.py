@@ -13,14 +13,14 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from facecvt.convert.base import export  # noqa: E402
+from facecvt.workflows.export_artifact import export  # noqa: E402
 from facecvt.convert.opencv import text_graph  # noqa: E402
-from facecvt.errors import FacecvtError  # noqa: E402
-from facecvt.frozen import FrozenGraph  # noqa: E402
+from facecvt.core.errors import FacecvtError  # noqa: E402
+from facecvt.core.frozen import FrozenGraph  # noqa: E402
 from facecvt.graph_ops.graph import node_map, op_histogram  # noqa: E402
 from facecvt.graph_ops.opencv_passes import OPENCV_PIPELINE  # noqa: E402
 from facecvt.graph_ops.registry import PASSES, PassContext, run_pipeline  # noqa: E402
-from facecvt.tf_env import import_tf  # noqa: E402
+from facecvt.core.tf_env import import_tf  # noqa: E402
 from facecvt.validate.runners.opencv import OpenCVRunner, graph_input  # noqa: E402
 
 tf = import_tf()
@@ -185,7 +185,8 @@ def test_export_matches_tensorflow_with_and_without_pbtxt(model, reference, requ
                     tmp_path / "model.pb")
     pb, pbtxt = result.paths
     assert pb.is_file() and pbtxt == tmp_path / "model.pbtxt" and pbtxt.is_file()
-    assert "runner_options" not in result.details and "batch 2" in result.details["load_check"]
+    assert result.details["runner_options"] == {"pbtxt": str(result.extra_paths[0])}  # the published file
+    assert "batch 2" in result.details["load_check"] and "agrees" in result.details["sibling_check"]
     assert [p["pass"] for p in result.details["passes"]] == OPENCV_PIPELINE
 
     for config in (None, str(pbtxt)):
@@ -222,7 +223,7 @@ def test_export_failure_names_the_layer_and_leaves_no_file(tmp_path):
 
 
 def test_export_refuses_fp16(dynamic_model, tmp_path):
-    with pytest.raises(FacecvtError, match="fp32 only"):
+    with pytest.raises(FacecvtError, match="opencv export takes --precision fp32"):
         export("opencv", FrozenGraph(dynamic_model, embedding_size=EMBEDDING), tmp_path / "m.pb", precision="fp16")
     assert list(tmp_path.iterdir()) == []
 
@@ -524,7 +525,7 @@ def test_runner_rejects_wrong_image_size(dynamic_model, tmp_path):
 def test_classic_recipe_graph_through_freeze_runs_a_batch_of_8_in_one_forward(graph_final_path, tmp_path):
     """graph_final.pb (fixed at batch 1, Bottleneck batch norm unfolded) -> freeze -> OpenCV at batch 8."""
     from facecvt.graph_ops.pipeline import freeze
-    from facecvt.model import load_model
+    from facecvt.core.model import load_model
 
     graph_def = _read(graph_final_path)
     x = np.random.default_rng(0).uniform(-1, 1, (8, 160, 160, 3)).astype(np.float32)
@@ -540,7 +541,7 @@ def test_classic_recipe_graph_through_freeze_runs_a_batch_of_8_in_one_forward(gr
 
 
 def _read(path: Path):
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.tf_env import graph_def_class
 
     graph_def = graph_def_class()()
     graph_def.ParseFromString(Path(path).read_bytes())

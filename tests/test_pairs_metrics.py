@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate import metrics
 from facecvt.validate.pairs import detect_format, read_pairs
 

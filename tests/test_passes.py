@@ -8,7 +8,7 @@ import pytest
 from facecvt.graph_ops import cleanup, fold, training  # noqa: F401
 from facecvt.graph_ops.graph import node_map
 from facecvt.graph_ops.registry import PASSES, PassContext
-from facecvt.tf_env import import_tf
+from facecvt.core.tf_env import import_tf
 
 from conftest import run_graph
 

@@ -8,10 +8,11 @@ from ai_edge_litert.interpreter import Interpreter
 
 from _tiny_graph import EMBEDDING_SIZE, IMAGE_SIZE, min_cosine, smooth_images, unconvertible_frozen_graph
 from facecvt.convert import tflite as tflite_target
-from facecvt.convert.base import export
-from facecvt.errors import FacecvtError
-from facecvt.frozen import concrete_function
-from facecvt.tf_env import import_tf
+from facecvt.workflows.export_artifact import export
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import concrete_function
+from facecvt.core.targets import TARGETS
+from facecvt.core.tf_env import import_tf
 from facecvt.validate.runners import load_runner
 
 
@@ -27,7 +28,7 @@ def exported(frozen, calibration, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tflite")
     return {precision: export("tflite", frozen, folder / f"tiny_{precision}.tflite", precision=precision,
                               calibration=calibration if precision == "int8" else None)
-            for precision in tflite_target.PRECISIONS}
+            for precision in TARGETS["tflite"].precisions}
 
 
 def embed_batches(path, images):
@@ -106,7 +107,7 @@ def test_bad_calibration_is_a_user_error(frozen, tmp_path, calibration, message)
 
 
 def test_unknown_precision_is_a_user_error(frozen, tmp_path):
-    with pytest.raises(FacecvtError, match="choose from fp32, fp16, int8"):
+    with pytest.raises(FacecvtError, match=r"tflite export takes --precision fp32\|fp16\|int8"):
         export("tflite", frozen, tmp_path / "bf16.tflite", precision="bf16")
 
 

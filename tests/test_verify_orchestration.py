@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate import runners
 from facecvt.validate.report import render, write_json_atomic
 from facecvt.validate.runners.base import Runner, as_nhwc_float32
-from facecvt.validate.verify import InputSpec, infer_precision, verify
+from facecvt.validate.artifacts import artifact_precision
+from facecvt.validate.verify import InputSpec, verify
 
 PROJECTION = np.random.default_rng(42).normal(size=(48, 16))
 
@@ -204,17 +205,17 @@ def test_errors_become_facecvt_errors(fake_backends, face_folder):
         verify(ref, [("fake", fake_backends["fake"], "fp64")], InputSpec(random=2))
 
 
-def test_infer_precision_defaults_to_fp32(tmp_path):
-    assert infer_precision("onnxruntime", tmp_path / "m.onnx") == "fp32"
+def test_artifact_precision_defaults_to_fp32(tmp_path):
+    assert artifact_precision("onnxruntime", tmp_path / "m.onnx") == "fp32"
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 16)
-    assert infer_precision("litert", junk) == "fp32"
+    assert artifact_precision("litert", junk) == "fp32"
 
 
 @pytest.mark.slow
-def test_infer_precision_of_real_tflite(tmp_path):
+def test_artifact_precision_of_real_tflite(tmp_path):
     """fp32 / fp16 / dynamic-range int8 tflite files written by the TFLite converter (~10 s: imports TF)."""
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     rng = np.random.default_rng(0)
@@ -238,4 +239,4 @@ def test_infer_precision_of_real_tflite(tmp_path):
         configure(converter)
         path = tmp_path / f"{precision}.tflite"
         path.write_bytes(converter.convert())
-        assert infer_precision("litert", path) == precision
+        assert artifact_precision("litert", path) == precision

@@ -1,11 +1,5 @@
-"""One module per target; each exposes `TARGET`, `BACKEND`, `SUFFIX` and `write(frozen, tmp_path, **options)`.
+"""One module per target (listed in core/targets.py), each with `write(frozen, tmp_path, siblings, **options)`.
 
-`facecvt.convert.base.export` wraps every target the same way: atomic write, load check, report.
+`facecvt.convert.base.write_artifact` calls them all the same way; the export workflow
+(workflows/export_artifact.py) wraps that in the atomic write and the load check.
 """
-
-TARGETS = {
-    "opencv": "facecvt.convert.opencv",
-    "onnx": "facecvt.convert.onnx",
-    "tflite": "facecvt.convert.tflite",
-    "coreml": "facecvt.convert.coreml",
-}

@@ -19,7 +19,7 @@ class CalibrationImages:
         return CalibrationImages(self.folder, self.preprocess, tuple(size_hw), self.batch_size)
 
     def __iter__(self):
-        from facecvt.validate.images import iter_image_batches, list_images
+        from facecvt.core.images import iter_image_batches, list_images
 
         paths = list_images(self.folder)
         for _, batch in iter_image_batches(paths, self.size_hw, self.preprocess, self.batch_size):

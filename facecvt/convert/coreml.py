@@ -20,20 +20,16 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
-from facecvt.frozen import FrozenGraph, concrete_function
-from facecvt.validate.mil.ct_env import import_coremltools
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import FrozenGraph, concrete_function
+from facecvt.core.ct_env import import_coremltools
+from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE
 
-TARGET = "coreml"
-BACKEND = "coreml"
-SUFFIX = ".mlpackage"
 
-PRECISIONS = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
+COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
 DEPLOYMENT_TARGET = "iOS15"  # the first Core ML version with ML programs (saved as .mlpackage)
 MAX_BATCH = 1024
 
-METADATA_IMAGE_SCALE = "facecvt.image_scale"
-METADATA_IMAGE_BIAS = "facecvt.image_bias"
 
 
 def _image_bias(bias) -> list:
@@ -78,7 +74,7 @@ def _convert(ct, function, input_type, frozen: FrozenGraph, precision: str):
         return ct.convert(
             [function], source="tensorflow", convert_to="mlprogram",
             inputs=[input_type], outputs=[ct.TensorType(name=frozen.output_name)],
-            compute_precision=getattr(ct.precision, PRECISIONS[precision]),
+            compute_precision=getattr(ct.precision, COMPUTE_PRECISION[precision]),
             minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
             skip_model_load=True)
 
@@ -106,8 +102,6 @@ def _folder_size(path: Path) -> int:
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
           image_input: bool = False, image_scale: float = 1 / 128, image_bias=-127.5 / 128) -> dict:
     """Convert `frozen` with coremltools to an ML program and save it at `tmp_path` (.mlpackage)."""
-    if precision not in PRECISIONS:
-        raise FacecvtError(f"Core ML precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     ct = import_coremltools()
     bias = _image_bias(image_bias) if image_input else None
     input_type, flexible = _input_type(ct, frozen, image_input, image_scale, bias)
@@ -124,15 +118,15 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     model.short_description = f"facecvt: {frozen.embedding_size}-D face embeddings ({precision})"
     details = {
         "precision": precision,
-        "compute_precision": PRECISIONS[precision],
+        "compute_precision": COMPUTE_PRECISION[precision],
         "deployment_target": DEPLOYMENT_TARGET,
         "mil_ops": mil_ops,
         "flexible_batch": flexible,
         "input_type": "image" if image_input else "tensor",
     }
     if image_input:
-        model.user_defined_metadata[METADATA_IMAGE_SCALE] = repr(float(image_scale))
-        model.user_defined_metadata[METADATA_IMAGE_BIAS] = ",".join(repr(b) for b in bias)
+        model.user_defined_metadata[COREML_IMAGE_SCALE] = repr(float(image_scale))
+        model.user_defined_metadata[COREML_IMAGE_BIAS] = ",".join(repr(b) for b in bias)
         details.update(image_scale=float(image_scale), image_bias=bias)
     model.save(str(tmp_path))
     details["size_bytes"] = _folder_size(tmp_path)

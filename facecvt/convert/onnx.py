@@ -8,13 +8,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
-from facecvt.frozen import FrozenGraph
-from facecvt.tf_env import import_tf
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import FrozenGraph
+from facecvt.core.tf_env import import_tf
 
-TARGET = "onnx"
-BACKEND = "onnxruntime"
-SUFFIX = ".onnx"
 
 LAYOUTS = ("nhwc", "nchw")
 BATCH_DIM = "N"  # dim_param of the batch dimension of the input and the output
@@ -140,7 +137,7 @@ def _set_batch_dim(model) -> None:
 
 
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None = None,
-          layout: str = "nhwc") -> dict:
+          layout: str = "nhwc", precision: str = "fp32") -> dict:
     """Convert `frozen` to ONNX at `tmp_path`; returns {"opset", "layout", "ops", "ir_version"}.
 
     `layout="nchw"` makes the model input NCHW (tf2onnx pushes the transpose into the first conv);

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
-from facecvt.frozen import FrozenGraph, concrete_function
-from facecvt.tf_env import import_tf
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import FrozenGraph, concrete_function
+from facecvt.core.tf_env import import_tf
 
-TARGET = "tflite"
-BACKEND = "litert"
-SUFFIX = ".tflite"
 
-PRECISIONS = ("fp32", "fp16", "int8")
 # ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
 
@@ -109,8 +105,6 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     fp16 stores float16 weights; int8 quantises every op to int8 (float input and output kept)
     with ranges from `calibration` (an iterable of preprocessed NHWC float32 batches).
     """
-    if precision not in PRECISIONS:
-        raise FacecvtError(f"unknown TFLite precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "int8" and calibration is None:
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
                            "(a folder of face crops like the ones the model will see)")

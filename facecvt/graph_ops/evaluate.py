@@ -48,7 +48,7 @@ def constant_nodes(graph_def) -> set:
 def evaluate(graph_def, refs) -> dict:
     """Values of tensors `refs` ('node' or 'node:k'), all of which must be constant."""
     from facecvt.graph_ops.graph import ancestors
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     refs = list(refs)
     if not refs:

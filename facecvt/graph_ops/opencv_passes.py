@@ -28,11 +28,11 @@ import math
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.graph_ops.graph import (ancestors, const_value, consumers, make_const, node_map, node_name,
                                      parse_input, remove_nodes, replace_uses, sort_by_execution_order, unique_name)
 from facecvt.graph_ops.registry import graph_pass
-from facecvt.tf_env import import_tf
+from facecvt.core.tf_env import import_tf
 
 # Run in this order: later passes match the constant shapes the first ones produce.
 OPENCV_PIPELINE = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facecvt.errors import FacecvtError
-from facecvt.frozen import FrozenGraph
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import FrozenGraph
 from facecvt.graph_ops.registry import PassContext, run_pipeline
 
 FREEZE_PIPELINE = [
@@ -86,7 +86,7 @@ def _embedding_size(graph_def, ctx) -> int:
     """The output's last dimension, from TensorFlow's shape inference (or one run if unknown)."""
     import numpy as np
 
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     graph = tf.Graph()

@@ -6,10 +6,10 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.samples.inception_resnet_v1 import inception_resnet_v1
 from facecvt.samples.layers import TrainingLayers, facenet_input_queue
-from facecvt.tf_env import import_tf
+from facecvt.core.tf_env import import_tf
 
 IMAGE_SIZE = 160
 OUTPUTS = ("embeddings", "label_batch")
@@ -57,8 +57,8 @@ def training_session(spec: SampleSpec):
 
 def write_sample(spec: SampleSpec, out: Path, fmt: str = "pb") -> list[Path]:
     """Write the sample as facenet releases it: a frozen .pb, or a checkpoint folder."""
-    from facecvt.atomic import atomic_output
-    from facecvt.checkpoint import freeze_session
+    from facecvt.core.atomic import atomic_output
+    from facecvt.core.checkpoint import freeze_session
 
     if fmt not in ("pb", "checkpoint"):
         raise FacecvtError(f"--format must be pb or checkpoint, not {fmt!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecvt.tf_env import import_tf
+from facecvt.core.tf_env import import_tf
 
 
 class V1Cond:

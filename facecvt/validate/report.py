@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from facecvt.atomic import atomic_output
+from facecvt.core.atomic import atomic_output
 
 CANDIDATE_MEASURES = ("max_abs", "mean_abs", "p99_abs", "min_cosine", "max_dist_change")
 

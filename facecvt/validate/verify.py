@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError, did_you_mean
+from facecvt.core.errors import FacecvtError, did_you_mean
 from facecvt.validate import metrics, runners
-from facecvt.validate.compare import PRECISIONS, EmbeddingComparator, Tolerances
-from facecvt.validate.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
+from facecvt.core.targets import PRECISIONS
+from facecvt.validate.artifacts import artifact_precision, default_runner_options
+from facecvt.validate.compare import EmbeddingComparator, Tolerances
+from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
 from facecvt.validate.pairs import Pairs, read_pairs
 from facecvt.validate.report import build_report, candidate_entry, pairs_block
 
@@ -41,38 +43,19 @@ class _Candidate:
     path: Path
     precision: str
     tolerances: Tolerances
-
-
-def infer_precision(backend: str, path: str | Path) -> str:
-    """"int8"/"fp16" for a .tflite whose tensors are 8-bit integers / half floats, else "fp32".
-
-    Reads only the flatbuffer's tensor table; any artifact it cannot read counts as fp32.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".tflite" or not path.is_file():
-        return "fp32"
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-        model = schema.Model.GetRootAs(path.read_bytes(), 0)
-        types = {model.Subgraphs(g).Tensors(t).Type()
-                 for g in range(model.SubgraphsLength()) for t in range(model.Subgraphs(g).TensorsLength())}
-    except Exception:  # noqa: BLE001 - a guess only; the runner reports real load errors
-        return "fp32"
-    if types & {schema.TensorType.INT8, schema.TensorType.UINT8}:
-        return "int8"
-    if schema.TensorType.FLOAT16 in types:
-        return "fp16"
-    return "fp32"
+    options: dict
 
 
 def _candidates(candidates: Sequence[tuple], overrides: dict | None) -> list[_Candidate]:
     result = []
     for spec in candidates:
         backend, path = spec[0], Path(spec[1])
-        precision = spec[2] if len(spec) > 2 and spec[2] else infer_precision(backend, path)
+        precision = spec[2] if len(spec) > 2 and spec[2] else artifact_precision(backend, path)
         if precision not in PRECISIONS:
             raise FacecvtError(f"unknown precision {precision!r} for {path}; use one of {', '.join(PRECISIONS)}")
-        result.append(_Candidate(backend, path, precision, Tolerances.for_precision(precision, **(overrides or {}))))
+        options = spec[3] if len(spec) > 3 and spec[3] is not None else default_runner_options(backend, path)
+        result.append(_Candidate(backend, path, precision, Tolerances.for_precision(precision, **(overrides or {})),
+                                 options))
     return result
 
 
@@ -112,13 +95,13 @@ def _image_shape(reference, candidates: list) -> tuple[int | None, int | None, i
     return shape
 
 
-def _open(backend: str, path: str | Path):
+def _open(backend: str, path: str | Path, options: dict | None = None):
     """The runner of `backend` for `path`; load failures become one user-facing line."""
     if backend not in runners.RUNNERS:
         raise FacecvtError(f"unknown backend {backend!r}{did_you_mean(backend, runners.RUNNERS)}; "
                            f"use one of {', '.join(runners.RUNNERS)}")
     try:
-        return runners.load_runner(backend, path)
+        return runners.load_runner(backend, path, **(options or {}))
     except FacecvtError:
         raise
     except Exception as exc:  # noqa: BLE001 - the runtime's own message, on one line
@@ -208,8 +191,9 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
            progress: Progress | None = None) -> dict:
     """Run every input through the reference and each candidate and return the report dict.
 
-    `reference` is (backend, path) or an open Runner; `candidates` are (backend, path) or
-    (backend, path, precision); a missing precision is inferred.
+    `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
+    (backend, path, precision) or (backend, path, precision, runner options); a missing precision
+    is read from the artifact, missing runner options open it as users do (OpenCV with its .pbtxt).
     `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
     None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block.
     Only embeddings of pair images are kept; everything else is compared batch by batch.
@@ -225,7 +209,7 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
             ref_runner, reference = reference, (reference.backend, reference.path)
         else:
             ref_runner = stack.enter_context(_open(reference[0], reference[1]))
-        cand_runners = [stack.enter_context(_open(c.backend, c.path)) for c in chosen]
+        cand_runners = [stack.enter_context(_open(c.backend, c.path, c.options)) for c in chosen]
         shape_hwc = _image_shape(ref_runner, cand_runners)
         comparators = [EmbeddingComparator(c.tolerances) for c in chosen]
         total = len(paths) if paths is not None else inputs.random

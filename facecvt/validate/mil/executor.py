@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.mil.dtypes import STORAGE, as_stored, mil_dtype_name
 from facecvt.validate.mil.ops import OPS
 from facecvt.validate.mil.program import MilProgram, load_program

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
-from facecvt.validate.mil.ct_env import import_coremltools
+from facecvt.core.errors import FacecvtError
+from facecvt.core.ct_env import import_coremltools
 from facecvt.validate.mil.dtypes import mil_dtype_name
 
 

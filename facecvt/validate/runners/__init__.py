@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
+from facecvt.core.targets import BACKEND_ALIASES, backend_for
 from facecvt.validate.runners.base import Runner  # noqa: F401  (re-exported)
 
 # backend name -> "module:Class", imported on first use (each runtime is slow to import)
@@ -17,31 +18,11 @@ RUNNERS = {
     "coreml": "facecvt.validate.runners.coreml:CoreMLRunner",
 }
 
-ALIASES = {"tf": "tensorflow", "cv2": "opencv", "ort": "onnxruntime", "onnx": "onnxruntime",
-           "tflite": "litert"}
-
-SUFFIX_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert", ".mlpackage": "coreml",
-                  ".mlmodel": "coreml"}
-
-
-def backend_for(path: str | Path, role: str = "candidate") -> str:
-    """The backend a path implies: `.pb` is opencv as a candidate, tensorflow as the reference."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in SUFFIX_BACKEND:
-        return SUFFIX_BACKEND[suffix]
-    if suffix in (".pb", ".pbtxt") or path.is_dir():
-        return "tensorflow" if role == "reference" else "opencv"
-    raise FacecvtError(
-        f"cannot tell the backend of {path} from its suffix; write BACKEND=PATH "
-        f"with BACKEND one of {', '.join(RUNNERS)}")
-
-
 def parse_candidate(spec: str, role: str = "candidate") -> tuple[str, Path]:
     """'BACKEND=PATH' or 'PATH' -> (backend, path)."""
     if "=" in spec:
         name, _, path = spec.partition("=")
-        name = ALIASES.get(name.strip().lower(), name.strip().lower())
+        name = BACKEND_ALIASES.get(name.strip().lower(), name.strip().lower())
         if name not in RUNNERS:
             raise FacecvtError(f"unknown backend {name!r} in {spec!r}; use one of {', '.join(RUNNERS)}")
         return name, Path(path)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
-from facecvt.validate.mil.ct_env import has_coreml_runtime, import_coremltools
+from facecvt.core.errors import FacecvtError
+from facecvt.core.ct_env import has_coreml_runtime, import_coremltools
+from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE
 from facecvt.validate.runners.base import Runner, as_nhwc_float32
 
 ENGINES = ("auto", "coreml", "reference")
@@ -47,13 +48,12 @@ def _input_geometry(feature) -> tuple[tuple, str, bool]:
 
 
 def _pixel_mapping(metadata: dict, path: Path) -> tuple[float, np.ndarray]:
-    from facecvt.convert.coreml import METADATA_IMAGE_BIAS, METADATA_IMAGE_SCALE
 
-    if METADATA_IMAGE_SCALE not in metadata or METADATA_IMAGE_BIAS not in metadata:
+    if COREML_IMAGE_SCALE not in metadata or COREML_IMAGE_BIAS not in metadata:
         raise FacecvtError(f"{path} takes images but does not record its pixel scale/bias (not exported by "
                            f"facecvt); feed raw 0..255 pixels with the runner option raw_pixels=True")
-    scale = float(metadata[METADATA_IMAGE_SCALE])
-    bias = np.array([float(b) for b in metadata[METADATA_IMAGE_BIAS].split(",")], dtype=np.float32)
+    scale = float(metadata[COREML_IMAGE_SCALE])
+    bias = np.array([float(b) for b in metadata[COREML_IMAGE_BIAS].split(",")], dtype=np.float32)
     return scale, bias
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import run_in_fixed_batches, Runner, as_nhwc_float32
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import Runner, as_nhwc_float32
 
 ENGINES = ("auto", "new", "classic")

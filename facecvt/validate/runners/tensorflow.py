@@ -18,8 +18,8 @@ class TensorFlowRunner(Runner):
 
     def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None):
         super().__init__(path)
-        from facecvt.model import load_model
-        from facecvt.tf_env import import_tf
+        from facecvt.core.model import load_model
+        from facecvt.core.tf_env import import_tf
 
         tf = import_tf()
         self.model = model or load_model(path, input_name=input_name, output_name=output_name,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from facecvt.errors import FacecvtError, did_you_mean
+from facecvt.core.errors import FacecvtError, did_you_mean
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PREPROCESS_MODES = ("fixed", "prewhiten", "none")

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 
 
 def check_destination(path: str | os.PathLike, force: bool = False) -> Path:

@@ -11,12 +11,10 @@ from importlib import metadata
 from pathlib import Path
 
 from facecvt import __version__
-from facecvt.errors import FacecvtError, ToleranceError
+from facecvt.core.errors import FacecvtError, ToleranceError
+from facecvt.core.targets import TARGETS
 
-ALL_TARGETS = ("opencv", "onnx", "tflite", "coreml")
-PRECISIONS = {"opencv": ("fp32",), "onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
-SUFFIX = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
-LAYOUT = {"opencv": "NCHW", "onnx": "NHWC", "tflite": "NHWC", "coreml": "NHWC"}
+ALL_TARGETS = tuple(TARGETS)
 VERSIONED = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "coremltools", "opencv-python-headless",
              "ai-edge-litert", "numpy")
 
@@ -45,12 +43,13 @@ def parse_precisions(items) -> dict:
     for item in items:
         target, sep, values = item.partition("=")
         target = target.strip().lower()
-        if not sep or target not in PRECISIONS:
-            raise FacecvtError(f"--precision {item!r}: write TARGET=P[,P] with TARGET one of {', '.join(PRECISIONS)}")
+        if not sep or target not in TARGETS:
+            raise FacecvtError(f"--precision {item!r}: write TARGET=P[,P] with TARGET one of {', '.join(TARGETS)}")
         wanted = [v.strip().lower() for v in values.split(",") if v.strip()]
-        bad = [v for v in wanted if v not in PRECISIONS[target]]
+        allowed = TARGETS[target].precisions
+        bad = [v for v in wanted if v not in allowed]
         if bad or not wanted:
-            raise FacecvtError(f"--precision {item!r}: {target} takes {', '.join(PRECISIONS[target])}")
+            raise FacecvtError(f"--precision {item!r}: {target} takes {', '.join(allowed)}")
         chosen[target] = wanted
     return chosen
 
@@ -84,12 +83,12 @@ def versions() -> dict:
 
 def _artifact_name(stem: str, target: str, precision: str) -> str:
     tag = "" if precision == "fp32" else f"_{precision}"
-    return f"{stem}{tag}{SUFFIX[target]}"
+    return f"{stem}{tag}{TARGETS[target].suffix}"
 
 
 def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print) -> dict:
     """Export every target of `spec` from one frozen graph into `out_dir`, verify, return the manifest."""
-    from facecvt.convert.base import export
+    from facecvt.workflows.export_artifact import export
     from facecvt.convert.calibration import CalibrationImages
     from facecvt.validate.verify import InputSpec, verify
 
@@ -97,9 +96,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     exported = []
     for target in spec.targets:
         for precision in spec.precisions.get(target, ["fp32"]):
-            options = {}
-            if target in ("tflite", "coreml"):
-                options["precision"] = precision
+            options = {"precision": precision}
             if target == "tflite" and precision == "int8":
                 if spec.images is None:
                     raise FacecvtError("tflite int8 needs calibration images: pass --images DIR")
@@ -130,12 +127,12 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
         files = [{"file": p.name, "sha256": sha256(p), "size_bytes": size_of(p)} for p in result.paths]
         artifacts.append({
             "target": target, "backend": result.backend, "precision": precision, "files": files,
-            "input": {"name": frozen.input_name, "layout": LAYOUT[target], "dtype": "float32",
-                      "shape": _shape_in_layout(frozen.input_shape, LAYOUT[target])},
+            "input": {"name": frozen.input_name, "layout": TARGETS[target].layout, "dtype": "float32",
+                      "shape": _shape_in_layout(frozen.input_shape, TARGETS[target].layout)},
             "preprocessing": _preprocessing(spec.preprocess),
             "output": {"name": frozen.output_name, "embedding_size": frozen.embedding_size, "l2_normalized": True},
             "conversion_seconds": round(seconds, 2),
-            "details": {k: v for k, v in result.details.items() if k not in ("load_check",)},
+            "details": {k: v for k, v in result.details.items() if k not in ("load_check", "runner_options")},
             "verify": {k: check[k] for k in ("pass", "failed", "max_abs", "mean_abs", "p99_abs", "min_cosine",
                                              "max_dist_change", "tolerances") if k in check},
         })
@@ -170,8 +167,8 @@ def _preprocessing(mode: str) -> dict:
 
 def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool = False, progress=print) -> dict:
     """Build the bundle in a temporary folder beside `out_dir`; move it into place only if it verifies."""
-    from facecvt.atomic import atomic_output
-    from facecvt.bundle_readme import bundle_readme
+    from facecvt.core.atomic import atomic_output
+    from facecvt.workflows.bundle_readme import bundle_readme
     from facecvt.validate.report import write_json_atomic
 
     with atomic_output(out_dir, force) as tmp:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facecvt.errors import FacecvtError, did_you_mean
+from facecvt.core.errors import FacecvtError, did_you_mean
 from facecvt.graph_ops.graph import node_map, node_name, parse_input
 
 # placeholder names that switch a graph between training and inference, and their inference value
@@ -42,7 +42,7 @@ class Model:
 def _read_graph_def(path: Path):
     from google.protobuf import message, text_format
 
-    from facecvt.tf_env import graph_def_class
+    from facecvt.core.tf_env import graph_def_class
 
     data = path.read_bytes()
     if not data:
@@ -81,8 +81,8 @@ def _checkpoint_prefix(folder: Path) -> Path:
 
 def _freeze_checkpoint(folder: Path, output_names=None):
     """Restore a checkpoint and freeze it facenet's way; returns the frozen GraphDef."""
-    from facecvt.checkpoint import freeze_session
-    from facecvt.tf_env import import_tf
+    from facecvt.core.checkpoint import freeze_session
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     prefix = _checkpoint_prefix(folder)
@@ -134,7 +134,7 @@ def _check_ops(graph_def, path: Path) -> None:
 
 def _check_importable(graph_def, path: Path) -> None:
     """TensorFlow's own validation: op signatures, attribute types, input dtypes, shapes."""
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     try:

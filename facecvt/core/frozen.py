@@ -37,8 +37,8 @@ def concrete_function(frozen: FrozenGraph):
     this. Returns (function, wrapped): keep `wrapped` alive while converting (it owns the graph).
     The input keeps the GraphDef's shape, so a dynamic batch stays dynamic.
     """
-    from facecvt.errors import FacecvtError
-    from facecvt.tf_env import import_tf
+    from facecvt.core.errors import FacecvtError
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
 

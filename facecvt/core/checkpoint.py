@@ -27,7 +27,7 @@ def rewrite_ref_ops(graph_def) -> int:
 
 def freeze_session(session, graph_def, output_names) -> object:
     """facenet's freeze_graph_def: rewrite the ref ops, then turn variables into constants."""
-    from facecvt.tf_env import import_tf
+    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     graph_def_copy = type(graph_def)()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from facecvt.graph_ops.graph import op_histogram
-from facecvt.model import Model, describe_training_structure
+from facecvt.core.model import Model, describe_training_structure
 
 
 def freeze_plan(model: Model, structure: dict) -> list:

@@ -16,7 +16,7 @@ def import_coremltools():
     """
     global _ct
     if _ct is None:
-        from facecvt.tf_env import import_tf
+        from facecvt.core.tf_env import import_tf
 
         import_tf()
         logging.getLogger("coremltools").setLevel(logging.ERROR)

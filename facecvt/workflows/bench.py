@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from facecvt.errors import FacecvtError
+from facecvt.core.errors import FacecvtError
 
 
 def time_runner(runner, batch: int, *, warmup: int = 2, repeats: int = 10, max_seconds: float = 20.0,

@@ -1,0 +1,76 @@
+"""The one table of export targets: what each writes, which runtime runs it, what it accepts.
+
+Exporters (`convert/`), the bundle, the CLI's option choices and `verify`'s inference of a
+candidate's backend all read this table; nothing else lists targets, suffixes or precisions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PRECISIONS = ("fp32", "fp16", "int8")  # every precision facecvt knows, loosest tolerance last
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str                 # the CLI's target name (to-NAME, --targets NAME)
+    backend: str              # the runner that runs its artifacts
+    suffix: str               # the artifact's suffix
+    precisions: tuple         # precisions its exporter writes, the default first
+    layout: str               # layout of the artifact's image input
+    exporter: str             # module holding `write(frozen, tmp_path, siblings, **options)`
+    siblings: tuple = ()      # suffixes of files written beside the artifact
+    name_pattern: str = ""    # names the runtime accepts for inputs/outputs ("" = any TF name)
+
+    def legal_name(self, name: str) -> bool:
+        return not self.name_pattern or re.fullmatch(self.name_pattern, name) is not None
+
+
+TARGETS = {t.name: t for t in (
+    Target("opencv", "opencv", ".pb", ("fp32",), "NCHW", "facecvt.convert.opencv", siblings=(".pbtxt",)),
+    Target("onnx", "onnxruntime", ".onnx", ("fp32",), "NHWC", "facecvt.convert.onnx"),
+    Target("tflite", "litert", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "facecvt.convert.tflite"),
+    Target("coreml", "coreml", ".mlpackage", ("fp32", "fp16"), "NHWC", "facecvt.convert.coreml",
+           name_pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
+)}
+
+# Backends that run an artifact but are no export target of their own.
+REFERENCE_BACKEND = "tensorflow"
+BACKENDS = (REFERENCE_BACKEND, *(t.backend for t in TARGETS.values()))
+BACKEND_ALIASES = {"tf": "tensorflow", "cv2": "opencv", "ort": "onnxruntime", "onnx": "onnxruntime",
+                   "tflite": "litert"}
+# suffix -> backend of a candidate; `.pb` is the reference's when it is the reference (see backend_for)
+SUFFIX_BACKEND = {**{t.suffix: t.backend for t in TARGETS.values() if t.suffix != ".pb"}, ".mlmodel": "coreml"}
+
+# Core ML metadata keys with which an image-input export records its baked-in preprocessing.
+COREML_IMAGE_SCALE = "facecvt.image_scale"
+COREML_IMAGE_BIAS = "facecvt.image_bias"
+
+
+def target(name: str) -> Target:
+    from facecvt.core.errors import FacecvtError
+
+    if name not in TARGETS:
+        raise FacecvtError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def target_of_backend(backend: str) -> Target | None:
+    return next((t for t in TARGETS.values() if t.backend == backend), None)
+
+
+def backend_for(path: str | Path, role: str = "candidate") -> str:
+    """The backend a path implies: `.pb` is opencv as a candidate, tensorflow as the reference."""
+    from facecvt.core.errors import FacecvtError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SUFFIX_BACKEND:
+        return SUFFIX_BACKEND[suffix]
+    if suffix in (".pb", ".pbtxt") or path.is_dir():
+        return REFERENCE_BACKEND if role == "reference" else "opencv"
+    raise FacecvtError(
+        f"cannot tell the backend of {path} from its suffix; write BACKEND=PATH "
+        f"with BACKEND one of {', '.join(BACKENDS)}")

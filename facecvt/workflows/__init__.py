@@ -1,0 +1,1 @@
+"""Workflows that combine the layers: inspect, export bundle (write, then check), bench, demo."""
