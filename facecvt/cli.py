@@ -12,6 +12,8 @@ import click
 
 from facecvt import __version__
 from facecvt.core.errors import FacecvtError, ToleranceError
+from facecvt.core.images import PREPROCESS_MODES
+from facecvt.core.targets import TARGETS
 
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 
@@ -76,54 +78,10 @@ def model_options(func):
     return func
 
 
-def parse_batch(text: str) -> int | None:
-    if str(text).lower() == "dynamic":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise FacecvtError(f"--batch {text!r}: use 'dynamic' or a positive whole number") from None
-    if value < 1:
-        raise FacecvtError(f"--batch {text}: must be at least 1")
-    return value
+def load_and_freeze(*args, **kwargs):
+    from facecvt.workflows.freeze_model import load_and_freeze as run
 
-
-def parse_set(values) -> dict:
-    parsed = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise FacecvtError(f"--set {item!r}: write NAME=VALUE, e.g. --set phase_train=false")
-        parsed[name.strip()] = value.strip()
-    return parsed
-
-
-def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
-                    quiet=False):
-    """Load MODEL and run the freeze pipeline; returns (model, FreezeResult)."""
-    from facecvt.core.console import step
-    from facecvt.graph_ops.pipeline import freeze
-    from facecvt.core.model import load_model
-
-    with step(f"loading {model_path}"):
-        model = load_model(model_path, input_name=input_name, output_name=output_name,
-                           set_values=parse_set(set_values))
-    with step("freezing"):
-        result = freeze(model, batch=parse_batch(batch))
-    return model, result
-
-
-def print_freeze_summary(model, result) -> None:
-    from rich.table import Table
-
-    from facecvt.core.console import err
-
-    table = Table(title=f"freeze {model.path}", title_justify="left", show_edge=False)
-    for column in ("pass", "what it did", "nodes"):
-        table.add_column(column)
-    for report in result.reports:
-        table.add_row(report.name, report.summary, f"{report.nodes_before} -> {report.nodes_after}")
-    err.print(table)
+    return run(*args, **kwargs)
 
 
 @click.group(cls=FacecvtGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -192,29 +150,15 @@ def inspect(model, as_json, input_name, output_name):
     """Show MODEL's inputs and outputs, its op histogram, the training structure found
     (flags, Switch/Merge, If, batch norms, dropout, queues, extra outputs) and what freeze will do."""
     from facecvt.core.console import out, step
-    from facecvt.workflows.inspect_model import inspect_model
     from facecvt.core.model import load_model
+    from facecvt.workflows.inspect_model import inspect_model, render_inspect
 
     with step(f"loading {model}"):
         report = inspect_model(load_model(model, input_name=input_name, output_name=output_name))
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    out.print(f"[bold]{report['path']}[/] ({report['kind']}, {report['nodes']} nodes)")
-    for item in report["inputs"]:
-        out.print(f"  input   {item['name']}  {item['op']}  shape {item['shape']}  {item['dtype']}")
-    for item in report["outputs"]:
-        out.print(f"  output  {item['name']}  {item['op']}")
-    for item in report["training_flags"]:
-        out.print(f"  flag    {item['name']}  {item['op']} {item['dtype']} -> {item['inference_value']}")
-    if report["extra_outputs"]:
-        out.print(f"  extra outputs: {', '.join(report['extra_outputs'])}")
-    structure = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["training_structure"].items() if v)
-    out.print(f"training structure: {structure or 'none'}")
-    out.print("ops: " + ", ".join(f"{op} {n}" for op, n in report["ops"].items()))
-    out.print("freeze will:")
-    for line in report["freeze_plan"]:
-        out.print(f"  - {line}")
+    else:
+        render_inspect(report, out)
 
 
 @main.command()
@@ -236,7 +180,10 @@ def freeze(model, out, input_name, output_name, set_values, batch, force, json_p
     loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
     with atomic_output(out, force) as tmp:
         tmp.write_bytes(result.frozen.graph_def.SerializeToString())
-    print_freeze_summary(loaded, result)
+    from facecvt.core.console import err
+    from facecvt.workflows.freeze_model import freeze_table
+
+    err.print(freeze_table(loaded, result))
     frozen = result.frozen
     console.print(f"wrote {out}: {len(frozen.graph_def.node)} nodes, input {frozen.input_name} "
                   f"{list(frozen.input_shape)}, output {frozen.output_name} ({frozen.embedding_size}-D)")
@@ -305,11 +252,11 @@ def to_onnx(opset=None, layout="nhwc"):
 
 @export_command("tflite", "Write a TFLite model for LiteRT: fp32, fp16 weights, or full-integer int8 calibrated "
                           "on face images (float input and output kept).",
-                [click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+                [click.option("--precision", type=click.Choice(TARGETS["tflite"].precisions), default="fp32",
                               show_default=True),
                  click.option("--calibration", type=click.Path(path_type=Path),
                               help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
-                 click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+                 click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images.")])
 def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
     from facecvt.convert.calibration import CalibrationImages
@@ -323,7 +270,8 @@ def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
 
 @export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "
                           "default compute precision on device.",
-                [click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True),
+                [click.option("--precision", type=click.Choice(TARGETS["coreml"].precisions), default="fp32",
+                              show_default=True),
                  click.option("--image-input", is_flag=True,
                               help="Take RGB pixels (0-255) with the fixed preprocessing baked in.")])
 def to_coreml(precision="fp32", image_input=False):
@@ -348,28 +296,16 @@ def progress_bar(description: str):
 
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                json_path, batch_size=32):
-    """Parse the verify arguments, run the comparison, render it; returns the report."""
+    """Run `verify` on the command's arguments, render the report, write the JSON; returns the report."""
     from facecvt.core.console import out
     from facecvt.validate.report import render, write_json_atomic
-    from facecvt.validate.runners import parse_candidate
-    from facecvt.validate.verify import InputSpec, verify
+    from facecvt.validate.verify import InputSpec, verify_specs
 
-    if images is None and random_count is None and pairs is None:
-        raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
-    if images is not None and random_count is not None:
-        raise FacecvtError("--images and --random exclude each other; choose one")
-    if random_count is not None and random_count < 1:
-        raise FacecvtError("--random N needs N >= 1")
-    ref_backend, ref_path = parse_candidate(str(reference), role="reference")
-    parsed = [parse_candidate(str(c)) for c in candidates]
-    for _, path in [(ref_backend, ref_path), *parsed]:
-        if not path.exists():
-            raise FacecvtError(f"{path} does not exist")
     inputs = InputSpec(images=images, random=random_count, preprocess=preprocess, batch_size=batch_size)
     bar, update = progress_bar("verifying")
     with bar:
-        report = verify((ref_backend, ref_path), parsed, inputs, pairs=pairs,
-                        tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update)
+        report = verify_specs(str(reference), [str(c) for c in candidates], inputs, pairs=pairs,
+                              tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update)
     render(report, out)
     if json_path:
         write_json_atomic(json_path, report)
@@ -383,7 +319,7 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
 @click.option("--random", "random_count", type=int, metavar="N", help="N seeded random inputs instead of images.")
 @click.option("--pairs", type=click.Path(path_type=Path),
               help="Face-verification pairs: a left,right,same CSV or an LFW pairs.txt (images under --images).")
-@click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+@click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
               show_default=True, help="fixed: (x-127.5)/128; prewhiten: facenet's per-image standardisation.")
 @click.option("--atol", type=float, help="Max |embedding difference| allowed (default by precision).")
 @click.option("--min-cosine", type=float, help="Min cosine similarity allowed (default by precision).")
@@ -413,14 +349,14 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output-dir", "out", required=True, type=click.Path(path_type=Path),
               help="Bundle folder to create (artifacts, manifest.json, README.md).")
-@click.option("--targets", default=",".join(("opencv", "onnx", "tflite", "coreml")), show_default=True,
+@click.option("--targets", default=",".join(TARGETS), show_default=True,
               help="Comma-separated targets.")
 @click.option("--precision", "precisions", multiple=True, metavar="TARGET=P[,P]",
               help="Precisions per target, e.g. tflite=fp32,fp16,int8 or coreml=fp16 (default fp32). Repeatable.")
 @click.option("--images", type=click.Path(path_type=Path),
               help="Face images to verify on (and to calibrate int8). Without it: 16 random inputs.")
 @click.option("--pairs", type=click.Path(path_type=Path), help="Verification pairs (CSV or LFW pairs.txt).")
-@click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed", show_default=True)
+@click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed", show_default=True)
 @model_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")

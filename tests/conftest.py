@@ -11,16 +11,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+SHARED = REPO.parent / "shared"
+
+
 def faces_folder() -> Path:
-    return Path(os.environ.get("FACECVT_FACES", REPO.parent / "shared" / "faces"))
+    return Path(os.environ.get("FACECVT_FACES", SHARED / "faces"))
+
+
+def require_shared(path: Path) -> Path:
+    """`path` from ../shared; a test that needs it fails when it is missing (CI always has it)."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        pytest.fail(f"shared test data missing: {path} (tests read ../shared beside the repository; "
+                    "set FACECVT_FACES for another faces folder)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
-    folder = faces_folder()
-    if not folder.is_dir() or not list(folder.glob("*.png")):
-        pytest.skip(f"the shared face crops are not at {folder} (set FACECVT_FACES to their folder)")
-    return folder
+    return require_shared(faces_folder())
 
 
 @pytest.fixture(scope="session")

@@ -179,3 +179,24 @@ def test_export_and_bench_bad_inputs(tiny_pb, tiny_onnx, malformed, tmp_path):
     assert not out.exists()
     assert_clean_failure(invoke("bench", tmp_path / "gone.onnx"))
     assert_clean_failure(invoke("bench", _corrupt(tmp_path / "c.tflite")))
+
+
+def test_a_planted_bug_is_an_internal_error_not_bad_input(tiny_pb, tmp_path, monkeypatch):
+    """A pass that raises AttributeError: exit 3 with the internal-error line, and the fuzz check fails on it."""
+    from facecvt.graph_ops import cleanup  # noqa: F401  (registers strip_unused before it is replaced)
+    from facecvt.graph_ops.registry import PASSES
+    from test_fuzz_graphs import check_command
+
+    def buggy_pass(graph_def, ctx):
+        return graph_def.no_such_field
+
+    monkeypatch.setitem(PASSES, "strip_unused", buggy_pass)
+    out = tmp_path / "clean.pb"
+    result = invoke("freeze", tiny_pb, "-o", out)
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("internal error in facecvt: AttributeError"), lines
+    assert "a bug" in lines[0] and "--debug" in lines[0] and "Traceback" not in result.output
+    assert not out.exists()
+    with pytest.raises(AssertionError):
+        check_command(tiny_pb, "freeze", tmp_path / "fuzz")

@@ -161,3 +161,25 @@ def test_released_facenet_matches_tensorflow(released_frozen, faces, tmp_path):
             assert np.max(np.abs(embeddings - reference)) <= 1e-4
         else:
             assert min_cosine(embeddings, reference) >= 0.9995
+
+
+def test_tensorflow_names_become_legal_core_ml_feature_names(tmp_path):
+    """Core ML refuses 'rnet/conv5-2/conv5-2' as a feature name: the sanitiser renames, details map back."""
+    from facecvt.core.frozen import FrozenGraph
+    from facecvt.core.targets import TARGETS, legal_names
+    from facecvt.core.tf_env import import_tf
+
+    tf = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 3], name="rnet/input")
+        kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
+        tf.reduce_mean(tf.nn.conv2d(x, kernel, 1, "SAME"), [1, 2], name="rnet/conv5-2/conv5-2")
+    frozen = FrozenGraph(graph.as_graph_def(), input_name="rnet/input", output_name="rnet/conv5-2/conv5-2",
+                         input_shape=(None, 8, 8, 3), embedding_size=4)
+    result = export("coreml", frozen, tmp_path / "names.mlpackage")
+    assert result.details["names"] == {"rnet_input": "rnet/input", "rnet_conv5_2_conv5_2": "rnet/conv5-2/conv5-2"}
+    with load_runner("coreml", result.path) as runner:
+        assert runner.embed(np.zeros((3, 8, 8, 3), np.float32)).shape == (3, 4)
+    assert legal_names(TARGETS["coreml"], ["a/b", "a_b", "9x", "ok"]) == {"a/b": "a_b", "a_b": "a_b_1", "9x": "_9x",
+                                                                         "ok": "ok"}

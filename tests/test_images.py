@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require_shared
 from facecvt.core.errors import FacecvtError
 from facecvt.core.images import (iter_image_batches, list_images, load_image, prewhiten, preprocess,
                                      random_batches)
@@ -149,8 +150,7 @@ def test_random_batches_seeded_and_batch_independent():
 
 
 def test_shared_faces_load():
-    if not FACES.is_dir():
-        pytest.skip(f"shared faces not found at {FACES} (set FACECVT_FACES to the faces folder)")
+    require_shared(FACES)
     paths = list_images(FACES)
     assert len(paths) == 61
     chunk, batch = next(iter_image_batches(paths, (96, 96), "prewhiten", batch_size=4))

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import require_shared
 from facecvt.core.errors import FacecvtError
 from facecvt.validate import metrics
 from facecvt.validate.pairs import detect_format, read_pairs
@@ -124,8 +125,7 @@ def test_detect_format():
 @pytest.fixture(scope="module")
 def lfw_tree(tmp_path_factory):
     """Every image /work/shared/lfw/pairs.txt names, as a tiny PNG laid out as LFW."""
-    if not LFW_PAIRS.is_file():
-        pytest.skip(f"{LFW_PAIRS} is absent (the shared LFW pairs list)")
+    require_shared(LFW_PAIRS)
     root = tmp_path_factory.mktemp("lfw")
     png = _tiny_png()
     names = set()
@@ -161,8 +161,7 @@ def test_lfw_pairs_txt(lfw_tree):
 
 
 def test_lfw_missing_images_are_listed(tmp_path):
-    if not LFW_PAIRS.is_file():
-        pytest.skip(f"{LFW_PAIRS} is absent (the shared LFW pairs list)")
+    require_shared(LFW_PAIRS)
     with pytest.raises(FacecvtError) as error:
         read_pairs(LFW_PAIRS, tmp_path)
     message = str(error.value)
@@ -201,8 +200,7 @@ def test_csv_labels_and_errors(tmp_path):
 
 
 def test_shared_faces_pairs_csv():
-    if not (FACES / "pairs.csv").is_file():
-        pytest.skip(f"shared faces not found at {FACES} (set FACECVT_FACES to the faces folder)")
+    require_shared(FACES / "pairs.csv")
     pairs = read_pairs(FACES / "pairs.csv", FACES)
     assert pairs.format == "csv" and len(pairs) == 300 and int(pairs.labels.sum()) == 38
     assert pairs.folds is None

@@ -23,7 +23,7 @@ from pathlib import Path
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph, concrete_function
 from facecvt.core.ct_env import import_coremltools
-from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE
+from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE, TARGETS, legal_names
 
 
 COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
@@ -79,13 +79,19 @@ def _convert(ct, function, input_type, frozen: FrozenGraph, precision: str):
             skip_model_load=True)
 
 
-def _named_output(ct, model, wanted: str):
-    """The model with its one output called `wanted` (coremltools may name it after a TF op)."""
+def _named_features(ct, model, input_name: str, output_name: str):
+    """The model with its input and output called `input_name` and `output_name`.
+
+    coremltools names features after TF ops (and sanitises some names its own way), and Core ML
+    refuses names outside [A-Za-z_][A-Za-z0-9_]*: the caller passes names already made legal.
+    """
     spec = model.get_spec()
-    current = spec.description.output[0].name
-    if current == wanted:
+    renames = [(spec.description.input[0].name, input_name), (spec.description.output[0].name, output_name)]
+    if all(current == wanted for current, wanted in renames):
         return model
-    ct.models.utils.rename_feature(spec, current, wanted)
+    for current, wanted in renames:
+        if current != wanted:
+            ct.models.utils.rename_feature(spec, current, wanted)
     return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
 
 
@@ -114,7 +120,8 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FacecvtError(f"coremltools cannot convert the graph{_failing_node(exc)}: {message}") from exc
     mil_ops = _mil_op_counts(model)  # before any rename: a model rebuilt from its spec has no MIL program
-    model = _named_output(ct, model, frozen.output_name)
+    names = legal_names(TARGETS["coreml"], [frozen.input_name, frozen.output_name])
+    model = _named_features(ct, model, names[frozen.input_name], names[frozen.output_name])
     model.short_description = f"facecvt: {frozen.embedding_size}-D face embeddings ({precision})"
     details = {
         "precision": precision,
@@ -123,6 +130,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
         "mil_ops": mil_ops,
         "flexible_batch": flexible,
         "input_type": "image" if image_input else "tensor",
+        "names": {legal: original for original, legal in names.items()},  # export-side name -> graph's name
     }
     if image_input:
         model.user_defined_metadata[COREML_IMAGE_SCALE] = repr(float(image_scale))

@@ -49,6 +49,28 @@ COREML_IMAGE_SCALE = "facecvt.image_scale"
 COREML_IMAGE_BIAS = "facecvt.image_bias"
 
 
+def legal_names(target: Target, names) -> dict:
+    """{original name: the name `target`'s runtime accepts}: the one sanitiser of tensor names.
+
+    A legal name is kept; otherwise every character the runtime refuses becomes '_' (and a leading
+    digit gets a '_' before it), with a numeric suffix when two names would collide. Exporters use
+    the mapping, and the manifest records it so users can find the original names.
+    """
+    mapping, taken = {}, set()
+    for name in names:
+        legal = name
+        if not target.legal_name(name):
+            legal = re.sub(r"[^A-Za-z0-9_]", "_", name)
+            if not re.match(r"[A-Za-z_]", legal):
+                legal = "_" + legal
+        base, suffix = legal, 1
+        while legal in taken:
+            legal, suffix = f"{base}_{suffix}", suffix + 1
+        mapping[name] = legal
+        taken.add(legal)
+    return mapping
+
+
 def target(name: str) -> Target:
     from facecvt.core.errors import FacecvtError
 

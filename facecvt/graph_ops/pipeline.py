@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
+from facecvt.core.tf_env import import_tf
 from facecvt.graph_ops.registry import PassContext, run_pipeline
 
 FREEZE_PIPELINE = [
@@ -63,13 +64,12 @@ def freeze(model, *, batch: int | None = None, progress=None) -> FreezeResult:
     ctx = PassContext(input_name=model.input_name, output_names=[model.output_name],
                       training_flags=dict(model.training_flags),
                       input_shape=(batch, *model.input_shape[1:]), original_batch=original_batch)
+    tf = import_tf()
     try:
         reports = run_pipeline(graph_def, ctx, FREEZE_PIPELINE, progress)
-    except FacecvtError:
-        raise
-    except Exception as error:
+    except (tf.errors.OpError, ValueError) as error:  # TensorFlow refusing to import or evaluate the graph
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise FacecvtError(f"freezing {model.path} failed: {first}") from None
+        raise FacecvtError(f"freezing {model.path} failed: TensorFlow says: {first}") from None
     left = leftover_training_structure(graph_def)
     if left:
         what = ", ".join(f"{v} {k}" for k, v in sorted(left.items()))
@@ -85,8 +85,6 @@ def freeze(model, *, batch: int | None = None, progress=None) -> FreezeResult:
 def _embedding_size(graph_def, ctx) -> int:
     """The output's last dimension, from TensorFlow's shape inference (or one run if unknown)."""
     import numpy as np
-
-    from facecvt.core.tf_env import import_tf
 
     tf = import_tf()
     graph = tf.Graph()

@@ -17,9 +17,11 @@ from facecvt.core.atomic import atomic_output
 CANDIDATE_MEASURES = ("max_abs", "mean_abs", "p99_abs", "min_cosine", "max_dist_change")
 
 
-def candidate_entry(backend: str, path: str | Path, precision: str, comparison: dict) -> dict:
-    """One `candidates` item: where the candidate is, its precision, and its comparator result."""
-    return {"backend": backend, "path": str(path), "precision": precision, **comparison}
+def candidate_entry(backend: str, path: str | Path, precision: str, comparison: dict,
+                    executed_by: str | None = None) -> dict:
+    """One `candidates` item: where the candidate is, what ran it, its precision, its comparator result."""
+    return {"backend": backend, "path": str(path), "executed_by": executed_by or backend, "precision": precision,
+            **comparison}
 
 
 def build_report(reference: tuple[str, str | Path], candidates: list[dict], inputs: dict,
@@ -109,6 +111,12 @@ def _limits(tolerances: dict) -> str:
     return ", ".join(parts) or "none"
 
 
+def backend_label(entry: dict) -> str:
+    """The backend, and what ran it when that was not the backend's own runtime (Core ML on Linux)."""
+    ran = entry.get("executed_by", entry["backend"])
+    return entry["backend"] if ran == entry["backend"] else f"{entry['backend']} ({ran})"
+
+
 def candidates_table(report: dict) -> Table:
     """Per-candidate measures; PASS/FAIL in colour and the failing measures in bold red."""
     inputs = report["inputs"]
@@ -126,7 +134,7 @@ def candidates_table(report: dict) -> Table:
                  for m in CANDIDATE_MEASURES]
         verdict = Text("PASS", style="bold green") if cand["pass"] else Text(
             "FAIL " + ", ".join(cand.get("failed", [])), style="bold red")
-        table.add_row(cand["backend"], Text(cand["path"]), cand.get("precision", ""), *cells,
+        table.add_row(backend_label(cand), Text(cand["path"]), cand.get("precision", ""), *cells,
                       _limits(cand.get("tolerances", {})), verdict)
     return table
 
@@ -141,7 +149,7 @@ def model_card_table(pairs: dict) -> Table:
     for row in pairs["results"]:
         agreement = row.get("decision_agreement")
         style = "bold red" if agreement is not None and agreement < 1.0 else ""
-        table.add_row(row["backend"] + (" (reference)" if row.get("role") == "reference" else ""),
+        table.add_row(backend_label(row) + (" (reference)" if row.get("role") == "reference" else ""),
                       Text(str(row.get("path", ""))), _fmt(row.get("accuracy"), "pct"), _fmt(row.get("auc"), "fixed"),
                       _fmt(row.get("eer"), "pct"), _fmt(row.get("threshold"), "fixed"),
                       Text(_fmt(agreement, "pct"), style=style))
@@ -154,6 +162,6 @@ def render(report: dict, console: Console) -> None:
     if report.get("pairs"):
         console.print(model_card_table(report["pairs"]))
     verdict = "[bold green]PASS[/]: every candidate is within tolerance" if report["pass"] else \
-        "[bold red]FAIL[/]: " + ", ".join(f"{c['backend']} {escape(c['path'])} ({', '.join(c['failed'])})"
+        "[bold red]FAIL[/]: " + ", ".join(f"{backend_label(c)} {escape(c['path'])} ({', '.join(c['failed'])})"
                                           for c in report["candidates"] if not c["pass"])
     console.print(verdict)

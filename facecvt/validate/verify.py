@@ -172,14 +172,15 @@ class _PairEmbeddings:
         return metrics.pair_distances(np.concatenate(self.rows[index]), self.left, self.right)
 
 
-def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path]], kept: _PairEmbeddings) -> dict:
+def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str]], kept: _PairEmbeddings) -> dict:
     """Verification measures per backend (reference first) and agreement at the reference threshold."""
     labels = pairs.labels
     dists = [kept.distances(i) for i in range(len(backends))]
     ref_threshold = metrics.best_threshold(dists[0], labels)[0]
     results = []
-    for index, ((backend, path), dist) in enumerate(zip(backends, dists)):
-        row = {"backend": backend, "path": str(path), "role": "reference" if index == 0 else "candidate"}
+    for index, ((backend, path, executed_by), dist) in enumerate(zip(backends, dists)):
+        row = {"backend": backend, "path": str(path), "executed_by": executed_by,
+               "role": "reference" if index == 0 else "candidate"}
         row.update(metrics.verification_metrics(dist, labels, pairs.folds))
         row["decision_agreement"] = metrics.decision_agreement(dists[0], dist, ref_threshold)
         results.append(row)
@@ -231,9 +232,31 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
             done += batch.shape[0]
             if progress is not None:
                 progress(done, total)
-    entries = [candidate_entry(c.backend, c.path, c.precision, comp.result()) for c, comp in zip(chosen, comparators)]
+    entries = [candidate_entry(c.backend, c.path, c.precision, comp.result(), runner.executed_by)
+               for c, comp, runner in zip(chosen, comparators, cand_runners)]
     block = None
     if kept is not None:
-        backends = [(reference[0], Path(reference[1]))] + [(c.backend, c.path) for c in chosen]
+        backends = [(reference[0], Path(reference[1]), ref_runner.executed_by)] + [
+            (c.backend, c.path, runner.executed_by) for c, runner in zip(chosen, cand_runners)]
         block = _pairs_result(pairs, backends, kept)
     return build_report((reference[0], reference[1]), entries, _inputs_block(inputs, paths, pairs, shape_hwc), block)
+
+
+def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
+                 tolerances: dict | None = None, progress: Progress | None = None) -> dict:
+    """`verify` on command-line specs: REFERENCE and CANDIDATE are PATH or BACKEND=PATH.
+
+    Every argument is checked (one input source, every path exists) before a runtime is loaded.
+    """
+    if inputs.images is None and inputs.random is None and pairs is None:
+        raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
+    if inputs.images is not None and inputs.random is not None:
+        raise FacecvtError("--images and --random exclude each other; choose one")
+    if inputs.random is not None and inputs.random < 1:
+        raise FacecvtError("--random N needs N >= 1")
+    ref_backend, ref_path = runners.parse_candidate(reference, role="reference")
+    parsed = [runners.parse_candidate(c) for c in candidates]
+    for _, path in [(ref_backend, ref_path), *parsed]:
+        if not path.exists():
+            raise FacecvtError(f"{path} does not exist")
+    return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress)

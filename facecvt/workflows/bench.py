@@ -45,24 +45,27 @@ def bench(artifacts, batches=(1, 8), threads: int | None = None, repeats: int = 
             for batch in batches:
                 if progress:
                     progress(f"{backend} {path} batch {batch}")
-                rows.append({"backend": backend, "path": str(path), **time_runner(runner, batch, repeats=repeats)})
+                rows.append({"backend": backend, "path": str(path), "executed_by": runner.executed_by,
+                             **time_runner(runner, batch, repeats=repeats)})
     reference = {r["batch"]: r for r in rows if r["backend"] == "tensorflow"}
     for row in rows:
         ref = reference.get(row["batch"])
         row["speed_vs_tensorflow"] = ref["per_image_ms"] / row["per_image_ms"] if ref else None
     return {"threads": threads, "batches": list(batches), "results": rows,
-            "note": "coreml rows run facecvt's NumPy reference executor, not Core ML" if any(
-                r["backend"] == "coreml" for r in rows) else None}
+            "note": "coreml rows ran facecvt's NumPy MIL reference executor, not Core ML" if any(
+                r["executed_by"] != r["backend"] for r in rows) else None}
 
 
 def bench_table(report: dict):
     from rich.table import Table
+
+    from facecvt.validate.report import backend_label
 
     table = Table(title=f"facecvt bench (threads: {report['threads'] or 'runtime default'})", title_justify="left")
     for column in ("backend", "path", "batch", "median ms", "p90 ms", "ms/image", "images/s", "× TF"):
         table.add_column(column, justify="right" if column not in ("backend", "path") else "left")
     for r in report["results"]:
         ratio = f"{r['speed_vs_tensorflow']:.2f}" if r["speed_vs_tensorflow"] else "-"
-        table.add_row(r["backend"], r["path"], str(r["batch"]), f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
+        table.add_row(backend_label(r), r["path"], str(r["batch"]), f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
                       f"{r['per_image_ms']:.2f}", f"{r['images_per_s']:.1f}", ratio)
     return table

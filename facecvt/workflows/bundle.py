@@ -130,10 +130,11 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
             "input": {"name": frozen.input_name, "layout": TARGETS[target].layout, "dtype": "float32",
                       "shape": _shape_in_layout(frozen.input_shape, TARGETS[target].layout)},
             "preprocessing": _preprocessing(spec.preprocess),
-            "output": {"name": frozen.output_name, "embedding_size": frozen.embedding_size, "l2_normalized": True},
+            "output": {"name": frozen.output_name, "embedding_size": frozen.embedding_size, "l2_normalized": result.details["l2_normalized"]},
             "conversion_seconds": round(seconds, 2),
-            "details": {k: v for k, v in result.details.items() if k not in ("load_check", "runner_options")},
-            "verify": {k: check[k] for k in ("pass", "failed", "max_abs", "mean_abs", "p99_abs", "min_cosine",
+            "details": {k: v for k, v in result.details.items()
+                        if k not in ("load_check", "runner_options", "l2_normalized")},
+            "verify": {k: check[k] for k in ("executed_by", "pass", "failed", "max_abs", "mean_abs", "p99_abs", "min_cosine",
                                              "max_dist_change", "tolerances") if k in check},
         })
     manifest = {

@@ -16,6 +16,8 @@ from facecvt.validate.runners import runner_class
 
 # An artifact opened with its sibling files (OpenCV's .pbtxt) and without must agree this closely.
 SIBLING_ATOL = 1e-5
+# An output row whose L2 norm is within this of 1 counts as L2-normalised (fp16 rounding included).
+L2_NORM_TOLERANCE = 1e-3
 
 
 def destinations(target_name: str, out: str | Path) -> list[Path]:
@@ -55,7 +57,11 @@ def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: di
         raise FacecvtError(
             f"the {backend} artifact loads but returns {y.shape} "
             f"(finite: {bool(np.all(np.isfinite(y)))}), expected ({batch}, {frozen.embedding_size})")
-    checks = {"load_check": f"{backend} ran batch {batch} -> {tuple(y.shape)}"}
+    norms = np.linalg.norm(y, axis=1)
+    checks = {"load_check": f"{backend} ran batch {batch} -> {tuple(y.shape)}",
+              "output_l2_norms": [round(float(norms.min()), 6), round(float(norms.max()), 6)],
+              # measured on the artifact's own outputs, not assumed: unit vectors to 1e-3
+              "l2_normalized": bool(np.all(np.abs(norms - 1.0) <= L2_NORM_TOLERANCE))}
     if runner_options:
         with runner_class(backend)(path) as alone:
             diff = float(np.max(np.abs(alone.embed(x) - y)))

@@ -55,3 +55,22 @@ def inspect_model(model: Model) -> dict:
         "ops": op_histogram(model.graph_def),
         "freeze_plan": freeze_plan(model, structure),
     }
+
+
+def render_inspect(report: dict, console) -> None:
+    """The `inspect` report as lines a person reads top to bottom."""
+    console.print(f"[bold]{report['path']}[/] ({report['kind']}, {report['nodes']} nodes)")
+    for item in report["inputs"]:
+        console.print(f"  input   {item['name']}  {item['op']}  shape {item['shape']}  {item['dtype']}")
+    for item in report["outputs"]:
+        console.print(f"  output  {item['name']}  {item['op']}")
+    for item in report["training_flags"]:
+        console.print(f"  flag    {item['name']}  {item['op']} {item['dtype']} -> {item['inference_value']}")
+    if report["extra_outputs"]:
+        console.print(f"  extra outputs: {', '.join(report['extra_outputs'])}")
+    structure = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["training_structure"].items() if v)
+    console.print(f"training structure: {structure or 'none'}")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in report["ops"].items()))
+    console.print("freeze will:")
+    for line in report["freeze_plan"]:
+        console.print(f"  - {line}")

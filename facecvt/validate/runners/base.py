@@ -42,6 +42,11 @@ class Runner(abc.ABC):
     def describe(self) -> str:
         return f"{self.backend}:{self.path}"
 
+    @property
+    def executed_by(self) -> str:
+        """What actually ran the artifact: the backend's own runtime unless a runner says otherwise."""
+        return self.backend
+
 
 def as_nhwc_float32(batch: np.ndarray) -> np.ndarray:
     batch = np.asarray(batch, dtype=np.float32)

@@ -57,6 +57,10 @@ def _pixel_mapping(metadata: dict, path: Path) -> tuple[float, np.ndarray]:
     return scale, bias
 
 
+# Core ML runs only on macOS; elsewhere every number labelled so comes from facecvt's own executor.
+MIL_EXECUTOR_LABEL = "facecvt MIL reference executor (not Core ML)"
+
+
 class CoreMLRunner(Runner):
     """Embeds with a Core ML ML program (.mlpackage).
 
@@ -103,6 +107,10 @@ class CoreMLRunner(Runner):
 
     def describe(self) -> str:
         return f"{self.backend}[{self.engine}]:{self.path}"
+
+    @property
+    def executed_by(self) -> str:
+        return "coreml" if self.engine == "coreml" else MIL_EXECUTOR_LABEL
 
     def _chunk_size(self) -> int:
         if self._shape[0] is not None:
