@@ -200,3 +200,25 @@ def test_drop_control_edges_and_clear_devices():
     PASSES["clear_devices"](graph_def, PassContext())
     assert not any(r.startswith("^") for n in graph_def.node for r in n.input)
     assert not any(n.device for n in graph_def.node)
+
+
+def test_fold_constants_folds_a_subgraph_listed_after_its_users():
+    """An inlined cond branch is appended at the end of the GraphDef: its constants must fold all the same.
+
+        AddV2(input, Rsqrt(AddV2(var, eps)))   (nodes listed users first)   =>  AddV2(input, Const)
+    """
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="input")
+        variance = tf.constant([1.0, 4.0, 0.25])
+        tf.identity(x + tf.math.rsqrt(variance + 1e-3), name="embeddings")
+    graph_def = graph_of(build)
+    x = np.ones((2, 3), np.float32)
+    before = run_graph(graph_def, x)
+    nodes = list(graph_def.node)
+    del graph_def.node[:]
+    graph_def.node.extend(reversed(nodes))
+    summary = PASSES["fold_constants"](graph_def, PassContext())
+    PASSES["strip_unused"](graph_def, PassContext())
+    assert summary == "folded 1 constant subgraphs"
+    assert not {"Rsqrt"} & set(ops(graph_def)) and ops(graph_def).count("AddV2") == 1
+    assert_same(run_graph(graph_def, x), before)

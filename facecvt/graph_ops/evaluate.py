@@ -25,7 +25,7 @@ def constant_nodes(graph_def) -> set:
         stack = [name]
         while stack:
             current = stack[-1]
-            if current in memo:
+            if memo.get(current) is not None:  # decided; None is "in progress", still to decide
                 stack.pop()
                 continue
             node = nodes.get(current)
@@ -34,8 +34,8 @@ def constant_nodes(graph_def) -> set:
                 stack.pop()
                 continue
             pending = [node_name(r) for r in node.input if node_name(r) not in memo]
-            if pending:
-                memo.setdefault(current, None)  # in progress: a cycle back to it reads as not constant
+            if pending and current not in memo:
+                memo[current] = None  # in progress: a cycle back to it reads as not constant
                 stack.extend(pending)
                 continue
             memo[current] = all(memo[node_name(r)] for r in node.input)
