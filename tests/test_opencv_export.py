@@ -18,6 +18,7 @@ from facecvt.convert.opencv import text_graph  # noqa: E402
 from facecvt.core.errors import FacecvtError  # noqa: E402
 from facecvt.core.frozen import FrozenGraph  # noqa: E402
 from facecvt.graph_ops.graph import node_map, op_histogram  # noqa: E402
+from facecvt.graph_ops.opencv_fusions import TEXT_GRAPH_PIPELINE  # noqa: E402
 from facecvt.graph_ops.opencv_passes import OPENCV_PIPELINE  # noqa: E402
 from facecvt.graph_ops.registry import PASSES, PassContext, run_pipeline  # noqa: E402
 from facecvt.core.tf_env import import_tf  # noqa: E402
@@ -95,10 +96,11 @@ def opencv_matches(graph_def, x: np.ndarray, expected: np.ndarray, folder: Path,
 
 
 def apply(pass_name: str, graph_def, **context):
-    """(rewritten copy, summary) of one pass."""
+    """(rewritten copy, summary) of one pass, then strip_unused as the pipeline runs it after rewrites."""
     rewritten = type(graph_def)()
     rewritten.CopyFrom(graph_def)
     summary = PASSES[pass_name](rewritten, PassContext(**context))
+    PASSES["strip_unused"](rewritten, PassContext(**context))
     return rewritten, summary
 
 
@@ -187,7 +189,7 @@ def test_export_matches_tensorflow_with_and_without_pbtxt(model, reference, requ
     assert pb.is_file() and pbtxt == tmp_path / "model.pbtxt" and pbtxt.is_file()
     assert result.details["runner_options"] == {"pbtxt": str(result.extra_paths[0])}  # the published file
     assert "batch 2" in result.details["load_check"] and "agrees" in result.details["sibling_check"]
-    assert [p["pass"] for p in result.details["passes"]] == OPENCV_PIPELINE
+    assert [p["pass"] for p in result.details["passes"]] == OPENCV_PIPELINE + TEXT_GRAPH_PIPELINE
 
     for config in (None, str(pbtxt)):
         for batch in (1, 8):  # one forward each

@@ -222,3 +222,117 @@ def test_fold_constants_folds_a_subgraph_listed_after_its_users():
     assert summary == "folded 1 constant subgraphs"
     assert not {"Rsqrt"} & set(ops(graph_def)) and ops(graph_def).count("AddV2") == 1
     assert_same(run_graph(graph_def, x), before)
+
+
+def dropout_graph():
+    """TF1 and TF2 dropout masks with constant keep probability 1 (rate 0), then x * 2 kept as real work."""
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        keep = tf.constant(1.0, name="keep_prob")
+        tf1_mask = tf.floor(keep + tf.random.uniform(tf.shape(x)))                     # Floor(AddV2(keep, u))
+        tf2_mask = tf.greater_equal(tf.random.uniform(tf.shape(x)), tf.constant(0.0))  # GreaterEqual(u, rate)
+        y = tf.divide(x, keep) * tf1_mask
+        tf.identity(y * tf.cast(tf2_mask, tf.float32) * 2.0, name="embeddings")
+    return graph_of(build)
+
+
+def test_remove_inference_dropout_makes_both_masks_constant():
+    graph_def = dropout_graph()
+    summary = PASSES["remove_inference_dropout"](graph_def, PassContext())
+    PASSES["strip_unused"](graph_def, PassContext())
+    assert summary == "replaced 2 dropout masks by constants"
+    assert not {"RandomUniform", "Floor", "GreaterEqual"} & set(ops(graph_def))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert np.array_equal(run_graph(graph_def, x), x * 2.0)
+
+
+def test_bypass_neutral_arithmetic_in_either_operand_order():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        y = tf.subtract(tf.add(0.0, tf.divide(tf.multiply(1.0, x), 1.0)), 0.0)  # 0 + (1 * x) / 1 - 0
+        y = tf.where(tf.constant(True), y, 0.0)                                    # SelectV2(True, y, 0)
+        tf.multiply(tf.multiply(y, 2.0), 1.0, name="embeddings")                   # a named output stays
+    graph_def = graph_of(build)
+    summary = PASSES["bypass_neutral_arithmetic"](graph_def, PassContext())
+    PASSES["strip_unused"](graph_def, PassContext())
+    assert summary == "bypassed 5 neutral operations"
+    assert sorted(o for o in ops(graph_def) if o != "Const") == ["Mul", "Mul", "Placeholder"]
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert np.array_equal(run_graph(graph_def, x), x * 2.0)
+
+
+def test_sort_topologically_puts_every_node_after_its_inputs():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        tf.identity(tf.nn.relu(x * 3.0) + x, name="embeddings")
+    graph_def = graph_of(build)
+    nodes = list(graph_def.node)
+    del graph_def.node[:]
+    graph_def.node.extend(reversed(nodes))
+    assert PASSES["sort_topologically"](graph_def, PassContext()) == f"sorted {len(nodes)} nodes"
+    seen = set()
+    for node in graph_def.node:
+        assert {i.lstrip("^").split(":")[0] for i in node.input} <= seen
+        seen.add(node.name)
+    x = np.ones((2, 4), np.float32)
+    assert np.array_equal(run_graph(graph_def, x), np.maximum(x * 3.0, 0) + x)
+
+
+def test_strip_unused_keeps_the_input_and_what_the_outputs_need():
+    from facecvt.core.errors import FacecvtError
+
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        tf.identity(tf.constant(1.0), name="embeddings")  # does not read the input
+        tf.identity(x * 2.0, name="label_batch")
+    graph_def = graph_of(build)
+    assert PASSES["strip_unused"](graph_def, PassContext()) == "removed 3 unused nodes"
+    assert sorted(node_map(graph_def)) == ["Const", "embeddings", "input"]
+    with pytest.raises(FacecvtError, match="output node 'logits' is not in the graph"):
+        PASSES["strip_unused"](graph_def, PassContext(output_names=["logits"]))
+
+
+def test_fuse_l2_normalize_and_prelu_for_the_text_graph():
+    """The .pbtxt's fusions: chains OpenCV fuses only in a binary graph become one node, named as the chain's end."""
+    from facecvt.graph_ops import opencv_fusions  # noqa: F401
+
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
+        alpha = tf.constant([0.1, 0.2, 0.3, 0.4], name="alpha")
+        prelu = tf.add(tf.multiply(tf.negative(alpha), tf.nn.relu(tf.negative(x))), tf.nn.relu(x), name="prelu")
+        tf.math.l2_normalize(prelu, 1, 1e-10, name="embeddings")
+        shared = tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), 1, keepdims=True), 1e-10))
+        tf.identity(tf.multiply(x, shared) + shared, name="not_fused")  # the Rsqrt has another consumer
+    graph_def = graph_of(build)
+    assert PASSES["fuse_prelu"](graph_def, PassContext()) == "fused 1 PReLUs"
+    assert PASSES["fuse_l2_normalize"](graph_def, PassContext()) == "fused 1 L2 normalisations"
+    nodes = node_map(graph_def)
+    assert nodes["prelu"].op == "PReLU" and list(nodes["prelu"].input) == ["input", "alpha"]
+    assert nodes["embeddings"].op == "L2Normalize" and nodes["embeddings"].input[0] == "prelu"
+    assert ops(graph_def).count("Rsqrt") == 1 and "Neg" not in ops(graph_def)
+
+
+def test_no_pass_calls_another():
+    """Cleanup such as strip_unused and sort_topologically is a step of the pipelines, never hidden in a pass."""
+    import ast
+    import importlib
+    import inspect
+
+    from facecvt.graph_ops.registry import PASS_MODULES
+
+    modules = {name: importlib.import_module(f"facecvt.graph_ops.{name}") for name in PASS_MODULES}
+    for module_name, module in modules.items():
+        tree = ast.parse(inspect.getsource(module))
+        helpers = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+        for func in helpers.values():
+            if not any(getattr(d, "id", None) == "graph_pass" for d in func.decorator_list):
+                continue
+            called, stack = set(), [func]
+            while stack:  # the pass and the module's helpers it calls
+                for call in [n for n in ast.walk(stack.pop()) if isinstance(n, ast.Call)]:
+                    name = getattr(call.func, "id", getattr(call.func, "attr", None))
+                    if name in helpers and name not in called and name != func.name:
+                        stack.append(helpers[name])
+                    called.add(name)
+            others = (called & set(PASSES)) - {func.name}
+            assert not others, f"{module_name}.{func.name} calls {others}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from facecvt.core.errors import FacecvtError
 from facecvt.graph_ops.graph import (ancestors, node_map, node_name, remove_nodes, rewire,
                                      sort_by_execution_order)
+from facecvt.graph_ops.op_families import PASS_THROUGH
 from facecvt.graph_ops.registry import graph_pass
-
-PASS_THROUGH = {"Identity", "StopGradient", "CheckNumerics", "Snapshot", "PreventGradient",
-                "IdentityN", "EnsureShape"}
 
 
 @graph_pass
@@ -35,12 +34,19 @@ def replace_input(graph_def, ctx) -> str:
 
 @graph_pass
 def strip_unused(graph_def, ctx) -> str:
-    """Keep only what the outputs need (training outputs such as `label_batch` and the queue go).
+    """Keep only the input and what the outputs need; the dead code other passes leave goes too.
 
         input -> ... -> embeddings;  batch_join -> label_batch   =>  input -> ... -> embeddings
+        Conv2D(x, W) ... Conv2D(x, W * s);  W read by nothing    =>  Conv2D(x, W * s)
+    Other passes never strip: they leave what they replaced, and the pipelines list this pass after
+    them (dead nodes would count as consumers, and OpenCV imports every node).
     """
-    keep = ancestors(graph_def, ctx.output_names)
-    drop = {n.name for n in graph_def.node if n.name not in keep}
+    names = {n.name for n in graph_def.node}
+    missing = [name for name in ctx.output_names if name not in names]
+    if missing:
+        raise FacecvtError(f"output node {missing[0]!r} is not in the graph; pass the right --output")
+    keep = ancestors(graph_def, [*ctx.output_names, ctx.input_name])
+    drop = names - keep
     remove_nodes(graph_def, drop)
     return f"removed {len(drop)} unused nodes"
 
@@ -83,7 +89,11 @@ def remove_identity(graph_def, ctx) -> str:
 
 @graph_pass
 def sort_topologically(graph_def, ctx) -> str:
-    """Order nodes so each comes after its inputs (OpenCV's importer and readers expect it)."""
+    """Order nodes so each comes after its inputs (OpenCV's importer and readers expect it).
+
+        Relu(b); b = BiasAdd(a); a = Conv2D(input)   =>  a = Conv2D(input); b = BiasAdd(a); Relu(b)
+    Nodes already in order keep their order.
+    """
     sort_by_execution_order(graph_def)
     return f"sorted {len(graph_def.node)} nodes"
 

@@ -8,10 +8,9 @@ from facecvt.graph_ops.evaluate import constant_nodes, evaluate
 from facecvt.graph_ops.graph import (
     const_value, consumers, make_const, node_map, node_name, parse_input, remove_nodes, rewire, unique_name,
 )
+from facecvt.graph_ops.match import const, match, matches, op, tensor
+from facecvt.graph_ops.op_families import FUSED_BATCH_NORMS, WEIGHTED
 from facecvt.graph_ops.registry import graph_pass
-
-FUSED_BN = {"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"}
-WEIGHTED = {"Conv2D", "DepthwiseConv2dNative", "MatMul"}
 
 
 @graph_pass
@@ -43,9 +42,6 @@ def fold_constants(graph_def, ctx) -> str:
         else:
             nodes[name].CopyFrom(make_const(None, name, value))
     rewire(graph_def, mapping)
-    from facecvt.graph_ops.cleanup import strip_unused
-
-    strip_unused(graph_def, ctx)
     return f"folded {len(values)} constant subgraphs"
 
 
@@ -146,7 +142,7 @@ def fold_batch_norms(graph_def, ctx) -> str:
     nodes, users = node_map(graph_def), consumers(graph_def)
     folded = scaled = 0
     for node in list(graph_def.node):
-        if node.op not in FUSED_BN or node.attr["is_training"].b:
+        if not is_inference_batch_norm(node):
             continue
         params = [const_value(nodes.get(node_name(r))) for r in node.input[1:5]]
         if any(p is None for p in params):
@@ -172,6 +168,11 @@ def fold_batch_norms(graph_def, ctx) -> str:
     return f"folded {folded} batch norms into weights" + (f", {scaled} into Mul+BiasAdd" if scaled else "")
 
 
+def is_inference_batch_norm(node) -> bool:
+    """A FusedBatchNorm in inference mode (a cond's training branch holds its is_training twin)."""
+    return node.op in FUSED_BATCH_NORMS and not node.attr["is_training"].b
+
+
 def _channel_vector(value):
     """`value` as a per-channel vector if it broadcasts along the last axis only, else None."""
     if value is None or value.ndim == 0:
@@ -179,6 +180,11 @@ def _channel_vector(value):
     if any(d != 1 for d in value.shape[:-1]):
         return None
     return value.reshape(-1)
+
+
+SCALED = op("Mul", tensor("x"), const("scale", where=lambda v: _channel_vector(v) is not None))
+BIASED = op("Add|AddV2|Sub|BiasAdd", op(WEIGHTED | {"BiasAdd"}, name="x"),
+            const("bias", where=lambda v: _channel_vector(v) is not None))
 
 
 @graph_pass
@@ -189,16 +195,11 @@ def fold_scales_into_weights(graph_def, ctx) -> str:
     """
     nodes, users = node_map(graph_def), consumers(graph_def)
     mapping, removed = {}, set()
-    for node in list(graph_def.node):
-        if node.op != "Mul":
-            continue
-        for x_index in (0, 1):
-            x_ref, c_ref = node.input[x_index], node.input[1 - x_index]
-            scale = _channel_vector(const_value(nodes.get(node_name(c_ref))))
-            if scale is None or node_name(c_ref) in removed:
-                continue
-            if _fold_scale(graph_def, nodes, users, x_ref, scale.astype(np.float64)):
-                mapping[node.name] = x_ref
+    for node in [n for n in graph_def.node if n.op == "Mul"]:
+        for m in matches(SCALED, nodes, node.name):
+            scale = _channel_vector(m.values["scale"])
+            if _fold_scale(graph_def, nodes, users, m["x"], scale.astype(np.float64)):
+                mapping[node.name] = m["x"]
                 removed.add(node.name)
                 break
     rewire(graph_def, mapping)
@@ -216,16 +217,10 @@ def merge_biases(graph_def, ctx) -> str:
     nodes, users = node_map(graph_def), consumers(graph_def)
     converted = merged = 0
     for node in list(graph_def.node):
-        if node.op not in ("Add", "AddV2", "Sub", "BiasAdd") or node.name not in nodes:
+        m = match(BIASED, nodes, node.name)
+        if m is None:
             continue
-        x_index = 0
-        if node.op in ("Add", "AddV2") and const_value(nodes.get(node_name(node.input[0]))) is not None:
-            x_index = 1
-        x_ref, c_ref = node.input[x_index], node.input[1 - x_index]
-        bias = _channel_vector(const_value(nodes.get(node_name(c_ref))))
-        x_node = nodes.get(node_name(x_ref))
-        if bias is None or x_node is None or x_node.op not in WEIGHTED | {"BiasAdd"}:
-            continue
+        x_ref, x_node, bias = m["x"], m.nodes["x"], _channel_vector(m.values["bias"])
         if node.op == "Sub":
             bias = -bias
         if node.op != "BiasAdd":
@@ -237,7 +232,4 @@ def merge_biases(graph_def, ctx) -> str:
                 node.input[0] = x_node.input[0]
                 node.input[1] = make_const(graph_def, f"{node.name}/merged_bias", first + bias).name
                 merged += 1
-    from facecvt.graph_ops.cleanup import strip_unused
-
-    strip_unused(graph_def, ctx)
     return f"{converted} constant adds to BiasAdd, merged {merged} BiasAdd pairs"

@@ -7,6 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from facecvt.graph_ops.op_families import PASS_THROUGH
+
 
 def parse_input(ref: str) -> tuple[str, int, bool]:
     """'^name' -> (name, -1, True); 'name:2' -> (name, 2, False); 'name' -> (name, 0, False)."""
@@ -156,10 +158,14 @@ def rewire(graph_def, mapping: dict) -> int:
     return changed
 
 
-def sort_by_execution_order(graph_def) -> None:
-    """Order nodes so each comes after its inputs, otherwise keeping their order."""
+def execution_order(graph_def) -> tuple[list, list]:
+    """(nodes each after its inputs, otherwise in file order; nodes on a cycle, in file order).
+
+    A NextIteration's input is a loop's back edge, not a dependency.
+    """
     position = {n.name: i for i, n in enumerate(graph_def.node)}
-    waiting = {n.name: {node_name(r) for r in n.input if node_name(r) in position} for n in graph_def.node}
+    waiting = {n.name: set() if n.op == "NextIteration" else {node_name(r) for r in n.input if node_name(r) in position}
+               for n in graph_def.node}
     users = consumers(graph_def)
     ready = [position[name] for name, inputs in waiting.items() if not inputs]
     heapq.heapify(ready)
@@ -173,7 +179,14 @@ def sort_by_execution_order(graph_def) -> None:
                 pending.discard(node.name)
                 if not pending:
                     heapq.heappush(ready, position[user.name])
-    if len(order) != len(graph_def.node):
+    placed = {n.name for n in order}
+    return order, [n for n in graph_def.node if n.name not in placed]
+
+
+def sort_by_execution_order(graph_def) -> None:
+    """Order nodes so each comes after its inputs, otherwise keeping their order."""
+    order, cyclic = execution_order(graph_def)
+    if cyclic:
         raise ValueError("the graph has a cycle; it is not a clean inference graph")
     if any(a is not b for a, b in zip(order, graph_def.node)):
         sorted_nodes = [type(n)() for n in order]
@@ -181,3 +194,18 @@ def sort_by_execution_order(graph_def) -> None:
             copy.CopyFrom(node)
         del graph_def.node[:]
         graph_def.node.extend(sorted_nodes)
+
+
+def resolve(nodes: dict, ref: str) -> str:
+    """The tensor `ref` forwards, looking through pass-through ops (Identity, StopGradient, ...)."""
+    node = nodes.get(node_name(ref))
+    while node is not None and node.op in PASS_THROUGH and node.op != "IdentityN" and node.input \
+            and not node.input[0].startswith("^"):
+        ref = node.input[0]
+        node = nodes.get(node_name(ref))
+    return tensor_ref(*parse_input(ref)[:2])
+
+
+def source(nodes: dict, ref: str):
+    """The node that produces `ref`, looking through pass-through ops; None if it is not in the graph."""
+    return nodes.get(node_name(resolve(nodes, ref)))

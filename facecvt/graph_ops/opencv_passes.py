@@ -29,26 +29,31 @@ import math
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
-from facecvt.graph_ops.graph import (ancestors, const_value, consumers, make_const, node_map, node_name,
-                                     parse_input, remove_nodes, replace_uses, sort_by_execution_order, unique_name)
-from facecvt.graph_ops.registry import graph_pass
 from facecvt.core.tf_env import import_tf
+from facecvt.graph_ops.graph import const_value, consumers, make_const, node_map, node_name, parse_input, source, unique_name
+from facecvt.graph_ops.match import const, either, match, matches, op, tensor
+from facecvt.graph_ops.op_families import WEIGHTED
+from facecvt.graph_ops.registry import graph_pass
 
-# Run in this order: later passes match the constant shapes the first ones produce.
+# Run in this order: later passes match the constant shapes the first ones produce. OpenCV imports
+# every node (so dead ones go) and fuses subgraphs before sorting them (so the graph ends sorted).
 OPENCV_PIPELINE = [
     "remove_identity",
     "materialize_constants",
     "fold_shape_computations",
     "unbake_reshape_batch",
     "transpose_matmul_weights",
+    "strip_unused",  # rewrite_channel_bias counts a producer's consumers: dead ones must be gone
     "rewrite_channel_bias",
     "prelu_to_keras_form",
+    "strip_unused",  # the Maximum of a rewritten PReLU is not a lone max(x, 0) for clip_to_opencv_form
     "clip_to_opencv_form",
+    "strip_unused",
+    "sort_topologically",
 ]
 
 # Two batch sizes no real dimension uses: a shape entry that follows them is the batch.
 _PROBE_BATCHES = (7919, 7927)
-_BIAS_FUSING_PRODUCERS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
 _FLOAT = 1  # DataType DT_FLOAT
 
 
@@ -105,20 +110,8 @@ def _attr(node, key: str, default=None):
     return getattr(value, value.WhichOneof("value"))
 
 
-def _same_tensor(ref_a: str, ref_b: str) -> bool:
-    return parse_input(ref_a)[:2] == parse_input(ref_b)[:2]
-
-
-def _source(nodes: dict, ref: str):
-    """The node that produces `ref`, looking through Identity nodes."""
-    node = nodes.get(node_name(ref))
-    while node is not None and node.op == "Identity" and node.input:
-        node = nodes.get(node_name(node.input[0]))
-    return node
-
-
 def _const_input(nodes: dict, ref: str) -> np.ndarray | None:
-    return const_value(_source(nodes, ref))
+    return const_value(source(nodes, ref))
 
 
 def _float_const(nodes: dict, ref: str) -> np.ndarray | None:
@@ -149,21 +142,6 @@ def _reset(node, op: str, inputs, **attrs) -> None:
     node.attr["T"].type = _FLOAT
     for key, value in attrs.items():
         node.attr[key].s = value.encode()
-
-
-def _prune(graph_def, ctx) -> int:
-    """Remove every node the outputs do not depend on (OpenCV imports them all) and put the rest in
-    execution order (OpenCV fuses subgraphs before sorting, and misses some out of order); returns
-    how many nodes were removed."""
-    names = {n.name for n in graph_def.node}
-    missing = [name for name in ctx.output_names if name not in names]
-    if missing:
-        raise FacecvtError(f"output node {missing[0]!r} is not in the graph; pass the right --output")
-    keep = ancestors(graph_def, [*ctx.output_names, ctx.input_name])
-    dead = names - keep
-    remove_nodes(graph_def, dead)
-    sort_by_execution_order(graph_def)
-    return len(dead)
 
 
 def _per_example(shape: tuple | None) -> int | None:
@@ -251,7 +229,6 @@ def fold_shape_computations(graph_def, ctx) -> str:
             continue
         reshape.input[1] = _add_const(graph_def, f"{reshape.name}/shape", value, _reshape_dtype(reshape))
         folded.append(reshape.name)
-    _prune(graph_def, ctx)
     summary = f"folded {len(folded)} computed reshape shapes into constants"
     return summary + (f"; left {_names(left)} (shape depends on more than the batch)" if left else "")
 
@@ -328,7 +305,6 @@ def unbake_reshape_batch(graph_def, ctx) -> str:
         if not changed:
             break
         unbaked += changed
-    _prune(graph_def, ctx)
     return f"made the batch dynamic in {len(unbaked)} reshapes" + (f": {_names(unbaked)}" if unbaked else "")
 
 
@@ -347,8 +323,18 @@ def transpose_matmul_weights(graph_def, ctx) -> str:
         node.input[1] = _add_const(graph_def, f"{node_name(node.input[1])}/transposed", weights.T, np.float32)
         node.attr["transpose_b"].b = False
         done.append(node.name)
-    _prune(graph_def, ctx)
     return f"transposed the weights of {len(done)} MatMuls"
+
+
+def _float(test):
+    """A Const test: float32 and `test(value)`."""
+    return lambda value: value.dtype == np.float32 and bool(test(value))
+
+
+X = tensor("x")
+FLOAT_ZERO = const(where=_float(lambda v: v.size == 1 and float(v.reshape(())) == 0.0))
+CHANNEL_BIAS = op("BiasAdd|Add|AddV2|Sub", X, const("bias", where=_float(lambda v: _per_channel(v))))
+CHANNEL_SCALE = op("Mul", tensor(), const(where=_float(lambda v: _per_channel(v))))
 
 
 @graph_pass
@@ -375,8 +361,8 @@ def rewrite_channel_bias(graph_def, ctx) -> str:
         x_shape = shapes.of(x_ref)
         if not x_shape or len(x_shape) < 2 or x_shape[-1] != bias.size:
             continue
-        x_node = _source(nodes, x_ref)
-        if x_node.op in _BIAS_FUSING_PRODUCERS and len(users[x_node.name]) == 1:
+        x_node = source(nodes, x_ref)
+        if x_node.op in WEIGHTED and len(users[x_node.name]) == 1:
             if node.op != "BiasAdd":
                 bias_ref = _add_const(graph_def, f"{node.name}/bias", bias, np.float32)
                 _reset(node, "BiasAdd", [x_ref, bias_ref], data_format="NHWC")
@@ -391,26 +377,20 @@ def rewrite_channel_bias(graph_def, ctx) -> str:
             scale = _add_node(graph_def, f"{node.name}/scale_by_one", "Mul", [x_ref, ones])
             _reset(node, "Add", [scale.name, bias_ref])  # "AddV2" is not fused from a .pbtxt
             scaled.append(node.name)
-    _prune(graph_def, ctx)
     return (f"made {len(fused)} biases fusable BiasAdds and {len(scaled)} scale-and-bias pairs"
             + (f": {_names(fused + scaled)}" if fused or scaled else ""))
 
 
 def _match_channel_bias(nodes: dict, node):
     """(x, bias as it is added) when `node` adds a per-channel float constant to x, else None."""
-    if node.op not in ("BiasAdd", "Add", "AddV2", "Sub") or len(node.input) != 2:
-        return None
     if node.op == "BiasAdd" and _attr(node, "data_format", b"NHWC") != b"NHWC":
         return None
-    operands = [(node.input[0], node.input[1])]
-    if node.op in ("Add", "AddV2"):
-        operands.append((node.input[1], node.input[0]))
-    for x_ref, c_ref in operands:
-        bias, x_node = _float_const(nodes, c_ref), _source(nodes, x_ref)
-        if bias is None or x_node is None or x_node.op == "Const" or not _per_channel(bias):
-            continue
-        return x_ref, (-bias if node.op == "Sub" else bias).reshape(-1)
-    return None
+    m = match(CHANNEL_BIAS, nodes, node.name, where=lambda m: source(nodes, m["x"]) is not None
+              and source(nodes, m["x"]).op != "Const")
+    if m is None:
+        return None
+    bias = m.values["bias"]
+    return m["x"], (-bias if node.op == "Sub" else bias).reshape(-1)
 
 
 def _per_channel(value: np.ndarray) -> bool:
@@ -420,9 +400,20 @@ def _per_channel(value: np.ndarray) -> bool:
 
 def _is_scale_with_bias(nodes: dict, users: dict, x_node, add) -> bool:
     """True for Add(Mul(x, const vector), c), which OpenCV already fuses into one Scale layer."""
-    if add.op not in ("Add", "AddV2") or x_node.op != "Mul" or len(users[x_node.name]) != 1:
+    if add.op not in ("Add", "AddV2") or len(users[x_node.name]) != 1:
         return False
-    return any(_per_channel(v) for v in (_float_const(nodes, r) for r in x_node.input) if v is not None)
+    return match(CHANNEL_SCALE, nodes, x_node.name) is not None
+
+
+SLOPE = const("alpha", where=_float(lambda v: v.size == 1 or _per_channel(v)))
+NEGATIVE_RELU = op("Relu", op("Neg", X))  # relu(-x) = -min(x, 0)
+PRELU_FORMS = [  # (form named in the summary, pattern, sign that makes the matched constant alpha)
+    ("Minimum", op("Add|AddV2", either(op("Relu", X), op("Maximum", X, FLOAT_ZERO)),
+                   op("Mul", SLOPE, op("Minimum", X, FLOAT_ZERO))), 1),
+    ("Keras", op("Add|AddV2", op("Relu", X), op("Mul", SLOPE, NEGATIVE_RELU)), -1),  # -alpha folded by freeze
+    ("Keras", op("Sub", op("Relu", X), op("Mul", SLOPE, NEGATIVE_RELU)), 1),
+    ("negated", op("Add|AddV2", op("Relu", X), op("Mul", SLOPE, op("Neg", NEGATIVE_RELU))), 1),  # facenet's MTCNN
+]
 
 
 @graph_pass
@@ -430,96 +421,46 @@ def prelu_to_keras_form(graph_def, ctx) -> str:
     """PReLUs take the Keras form OpenCV fuses into its PReLU layer, with alpha as a constant.
 
         AddV2(Maximum(x, 0) | Relu(x), Mul(alpha, Minimum(x, 0)))
-        ->  AddV2(Relu(x), Mul(Neg(alpha), Relu(Neg(x))))
-        AddV2(Relu(x), Mul(c, Relu(Neg(x))))      (c = -alpha, folded by the freezer)
-        ->  AddV2(Relu(x), Mul(Neg(-c), Relu(Neg(x))))
+        AddV2(Relu(x), Mul(c, Relu(Neg(x))))           (c = -alpha, folded by the freezer)
         Sub(Relu(x), Mul(alpha, Relu(Neg(x))))
+        AddV2(Relu(x), Mul(alpha, Neg(Relu(Neg(x)))))  (facenet's MTCNN)
         ->  AddV2(Relu(x), Mul(Neg(alpha), Relu(Neg(x))))
 
-    Exact: -alpha * relu(-x) is alpha * min(x, 0) with both signs flipped, -(-c) is c, and
-    a - b is a + (-b).
-    The second form keeps alpha itself in the .pb, which the .pbtxt's fused PReLU node reads.
+    Exact: -alpha * relu(-x) is alpha * min(x, 0) with both signs flipped, -(-c) is c,
+    a - b is a + (-b) and alpha * -r is -alpha * r. Operands match in either order.
+    The result keeps alpha itself in the .pb, which the .pbtxt's fused PReLU node reads.
     """
     nodes = node_map(graph_def)
-    rewritten, normalised = [], []
-    for add in [n for n in graph_def.node if n.op in ("Add", "AddV2", "Sub") and len(n.input) == 2]:
-        match = _match_prelu(nodes, add) if add.op != "Sub" else None
-        if match is not None:
-            x_ref, alpha = match
-            alpha_ref = _add_const(graph_def, f"{add.name}/alpha", alpha, np.float32)
-            positive = _add_node(graph_def, f"{add.name}/positive", "Relu", [x_ref])
-            negated = _add_node(graph_def, f"{add.name}/negated", "Neg", [x_ref])
+    done = {form: [] for form, _, _ in PRELU_FORMS}
+    for add in [n for n in graph_def.node if n.op in ("Add", "AddV2", "Sub")]:
+        for form, pattern, sign in PRELU_FORMS:
+            m = match(pattern, nodes, add.name)
+            if m is None:
+                continue
+            alpha = sign * m.values["alpha"]
+            alpha_ref = _add_const(graph_def, f"{add.name}/alpha", alpha.reshape(-1) if alpha.size > 1 else
+                                   alpha.reshape(()), np.float32)
+            positive = _add_node(graph_def, f"{add.name}/positive", "Relu", [m["x"]])
+            negated = _add_node(graph_def, f"{add.name}/negated", "Neg", [m["x"]])
             negative = _add_node(graph_def, f"{add.name}/negative", "Relu", [negated.name])
             neg_alpha = _add_node(graph_def, f"{add.name}/neg_alpha", "Neg", [alpha_ref])
             scaled = _add_node(graph_def, f"{add.name}/scaled", "Mul", [neg_alpha.name, negative.name])
             _reset(add, "AddV2", [positive.name, scaled.name])
-            rewritten.append(add.name)
-            continue
-        folded = _match_folded_alpha(nodes, add)
-        if folded is not None:
-            positive_ref, negative_ref, factor = folded  # factor = -alpha for Add, alpha for Sub
-            alpha = factor if add.op == "Sub" else -factor
-            alpha_ref = _add_const(graph_def, f"{add.name}/alpha", alpha, np.float32)
-            neg_alpha = _add_node(graph_def, f"{add.name}/neg_alpha", "Neg", [alpha_ref])
-            scaled = _add_node(graph_def, f"{add.name}/scaled", "Mul", [neg_alpha.name, negative_ref])
-            _reset(add, "AddV2", [positive_ref, scaled.name])
-            normalised.append(add.name)
-    _prune(graph_def, ctx)
-    done = rewritten + normalised
-    return (f"rewrote {len(rewritten)} Minimum PReLUs, kept alpha in {len(normalised)} Keras PReLUs"
-            + (f": {_names(done)}" if done else ""))
+            done[form].append(add.name)
+            break
+    names = [name for names in done.values() for name in names]
+    return (f"rewrote {len(done['Minimum'])} Minimum PReLUs, kept alpha in {len(done['Keras'])} Keras PReLUs, "
+            f"rewrote {len(done['negated'])} relu(x) + alpha * -relu(-x) PReLUs" + (f": {_names(names)}" if names else ""))
 
 
-def _match_folded_alpha(nodes: dict, add):
-    """(Relu(x), Relu(Neg(x)), c) refs and value when `add` is Relu(x) +|- Mul(Const c, Relu(Neg(x)))."""
-    orders = [(add.input[0], add.input[1])]
-    if add.op != "Sub":
-        orders.append((add.input[1], add.input[0]))
-    for relu_ref, mul_ref in orders:
-        relu, mul = _source(nodes, relu_ref), _source(nodes, mul_ref)
-        if relu is None or relu.op != "Relu" or mul is None or mul.op != "Mul":
-            continue
-        for c_ref, negative_ref in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
-            folded, negative = _float_const(nodes, c_ref), _source(nodes, negative_ref)
-            if folded is None or negative is None or negative.op != "Relu":
-                continue
-            negated = _source(nodes, negative.input[0])
-            if negated is not None and negated.op == "Neg" and _same_tensor(negated.input[0], relu.input[0]):
-                return relu_ref, negative_ref, folded
-    return None
-
-
-def _match_prelu(nodes: dict, add):
-    """(x, alpha) when `add` is max(x, 0) + alpha * min(x, 0) in any operand order, else None."""
-    for pos_ref, mul_ref in ((add.input[0], add.input[1]), (add.input[1], add.input[0])):
-        x_pos = _clamp_at_zero(nodes, pos_ref, ("Maximum",))
-        mul = _source(nodes, mul_ref)
-        if x_pos is None or mul is None or mul.op != "Mul":
-            continue
-        for alpha_ref, min_ref in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
-            alpha = _float_const(nodes, alpha_ref)
-            if alpha is None or not (alpha.size == 1 or _per_channel(alpha)):
-                continue
-            x_neg = _clamp_at_zero(nodes, min_ref, ("Minimum",))
-            if x_neg is not None and _same_tensor(x_neg, x_pos):
-                return x_pos, alpha.reshape(-1) if alpha.size > 1 else alpha.reshape(())
-    return None
-
-
-def _clamp_at_zero(nodes: dict, ref: str, ops: tuple) -> str | None:
-    """x when `ref` is op(x, 0) for an op in `ops` (or Relu(x) for Maximum), else None."""
-    node = _source(nodes, ref)
-    if node is None:
-        return None
-    if node.op == "Relu" and "Maximum" in ops:
-        return node.input[0]
-    if node.op not in ops or len(node.input) != 2:
-        return None
-    for x_ref, zero_ref in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-        zero = _float_const(nodes, zero_ref)
-        if zero is not None and zero.size == 1 and float(zero.reshape(())) == 0.0:
-            return x_ref
-    return None
+LOW = const("low", where=_float(lambda v: v.size == 1))
+HIGH = const("high", where=_float(lambda v: v.size == 1))
+CLIP = either(  # x between low and high (0 for a Relu), checked low <= high when matched
+    op("Minimum", op("Maximum", X, LOW), HIGH),
+    op("Maximum", op("Minimum", X, HIGH), LOW),
+    op("Minimum", op("Relu", X), HIGH),
+)
+MAX_ZERO = op("Maximum", X, FLOAT_ZERO)
 
 
 @graph_pass
@@ -536,42 +477,24 @@ def clip_to_opencv_form(graph_def, ctx) -> str:
     """
     nodes = node_map(graph_def)
     clips = []
-    for node in list(graph_def.node):
-        match = _match_clip(nodes, node) if node.op in ("Minimum", "Maximum") else None
-        if match is not None:
-            x_ref, low, high = match
+    for node in [n for n in graph_def.node if n.op in ("Minimum", "Maximum")]:
+        m = match(CLIP, nodes, node.name, where=lambda m: _bounds(m)[0] <= _bounds(m)[1])
+        if m is not None:
+            low, high = _bounds(m)
             low_ref = _add_const(graph_def, f"{node.name}/low", low, np.float32)
             high_ref = _add_const(graph_def, f"{node.name}/high", high, np.float32)
-            _reset(node, "ClipByValue", [x_ref, low_ref, high_ref])
+            _reset(node, "ClipByValue", [m["x"], low_ref, high_ref])
             clips.append(node.name)
-    _prune(graph_def, ctx)
-    nodes = node_map(graph_def)
+    used = set(consumers(graph_def)) | set(ctx.output_names)  # not the inner halves of the clips just made
     relus = []
-    for node in [n for n in graph_def.node if n.op == "Maximum"]:
-        x_ref = _clamp_at_zero(nodes, node.name, ("Maximum",))
-        if x_ref is not None:
-            _reset(node, "Relu", [x_ref])
+    for node in [n for n in graph_def.node if n.op == "Maximum" and n.name in used]:
+        m = match(MAX_ZERO, nodes, node.name)
+        if m is not None:
+            _reset(node, "Relu", [m["x"]])
             relus.append(node.name)
     return f"made {len(clips)} clips ClipByValue and {len(relus)} max(x, 0) Relu"
 
 
-def _match_clip(nodes: dict, outer):
-    """(x, lo, hi) when `outer` clips x between scalar constants lo <= hi, else None."""
-    inner_op = "Maximum" if outer.op == "Minimum" else "Minimum"
-    for inner_ref, bound_ref in ((outer.input[0], outer.input[1]), (outer.input[1], outer.input[0])):
-        bound, inner = _float_const(nodes, bound_ref), _source(nodes, inner_ref)
-        if bound is None or bound.size != 1 or inner is None:
-            continue
-        bound = bound.reshape(())
-        if inner.op == "Relu" and outer.op == "Minimum" and bound >= 0:
-            return inner.input[0], np.float32(0), bound
-        if inner.op != inner_op or len(inner.input) != 2:
-            continue
-        for x_ref, other_ref in ((inner.input[0], inner.input[1]), (inner.input[1], inner.input[0])):
-            other = _float_const(nodes, other_ref)
-            if other is None or other.size != 1:
-                continue
-            low, high = (other.reshape(()), bound) if outer.op == "Minimum" else (bound, other.reshape(()))
-            if low <= high:
-                return x_ref, low, high
-    return None
+def _bounds(m) -> tuple:
+    """(low, high) scalars of a matched CLIP."""
+    return float(m.values.get("low", 0.0)), float(m.values["high"])

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
 from facecvt.core.tf_env import import_tf
+from facecvt.graph_ops.op_families import TRAINING_OPS
 from facecvt.graph_ops.registry import PassContext, run_pipeline
 
+# strip_unused follows every pass that leaves dead nodes behind: later passes count a node's
+# consumers (a weight read twice is copied before scaling), and dead ones would count
 FREEZE_PIPELINE = [
     "set_training_flags",
     "inline_functional_conds",
@@ -18,23 +21,22 @@ FREEZE_PIPELINE = [
     "strip_unused",
     "remove_identity",
     "fold_constants",
+    "strip_unused",
     "remove_inference_dropout",
+    "strip_unused",
     "fold_constants",
+    "strip_unused",
     "bypass_neutral_arithmetic",
+    "strip_unused",
     "fold_batch_norms",
     "fold_scales_into_weights",
     "merge_biases",
+    "strip_unused",
     "unbake_reshape_batch",
     "strip_unused",
     "sort_topologically",
     "clear_devices",
 ]
-
-# what a clean inference graph must not contain
-TRAINING_OPS = {"Switch", "RefSwitch", "Merge", "RefMerge", "If", "StatelessIf", "FusedBatchNorm",
-                "FusedBatchNormV2", "FusedBatchNormV3", "AssignSub", "AssignAdd", "Assign", "RandomUniform",
-                "RandomStandardNormal", "FIFOQueueV2", "QueueDequeueUpToV2", "QueueDequeueManyV2",
-                "VariableV2", "VarHandleOp", "PartitionedCall", "StatefulPartitionedCall"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-PASS_MODULES = ("cleanup", "fold", "training", "opencv_passes")
+PASS_MODULES = ("cleanup", "fold", "training", "opencv_passes", "opencv_fusions")
 
 
 class _Registry(dict):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from facecvt.graph_ops.evaluate import constant_nodes, evaluate
 from facecvt.graph_ops.graph import (
-    make_const, node_map, node_name, parse_input, remove_nodes, replace_uses, rewire, tensor_ref,
+    execution_order, make_const, node_map, node_name, parse_input, remove_nodes, replace_uses, rewire, tensor_ref,
 )
+from facecvt.graph_ops.match import const, either, match, op, tensor
+from facecvt.graph_ops.op_families import FUNCTION_CALLS, FUNCTIONAL_CONDS, MERGES, SWITCHES
 from facecvt.graph_ops.registry import graph_pass
-
-SWITCH_OPS = {"Switch", "RefSwitch"}
-MERGE_OPS = {"Merge", "RefMerge"}
-FUNCTIONAL_CONDS = {"If", "StatelessIf"}
-FUNCTION_CALLS = {"PartitionedCall", "StatefulPartitionedCall"}
 
 
 @graph_pass
@@ -40,33 +35,6 @@ def set_training_flags(graph_def, ctx) -> str:
     return f"set {', '.join(done)}" if done else "no training flags"
 
 
-def _topological_order(graph_def) -> list:
-    """Nodes in dependency order; NextIteration back edges are ignored."""
-    nodes = node_map(graph_def)
-    indegree = {n.name: 0 for n in graph_def.node}
-    users = {n.name: [] for n in graph_def.node}
-    for n in graph_def.node:
-        if n.op == "NextIteration":
-            continue
-        for ref in n.input:
-            src = node_name(ref)
-            if src in nodes:
-                indegree[n.name] += 1
-                users[src].append(n.name)
-    ready = deque(n.name for n in graph_def.node if indegree[n.name] == 0)
-    order = []
-    while ready:
-        name = ready.popleft()
-        order.append(nodes[name])
-        for user in users[name]:
-            indegree[user] -= 1
-            if indegree[user] == 0:
-                ready.append(user)
-    placed = {n.name for n in order}
-    order.extend(n for n in graph_def.node if n.name not in placed)  # cycles: keep them, in file order
-    return order
-
-
 def _constant_predicates(graph_def, switches) -> dict:
     """Switch name -> bool value of its predicate, for the switches whose predicate is constant."""
     constants = constant_nodes(graph_def)
@@ -85,7 +53,7 @@ def prune_dead_branches(graph_def, ctx) -> str:
     Deadness is propagated as TensorFlow's executor does: a node with a dead input is
     dead; a Merge is live when one input is. Nothing depends on input order.
     """
-    switches = [n for n in graph_def.node if n.op in SWITCH_OPS]
+    switches = [n for n in graph_def.node if n.op in SWITCHES]
     if not switches:
         return "no Switch/Merge"
     taken = _constant_predicates(graph_def, switches)
@@ -97,8 +65,9 @@ def prune_dead_branches(graph_def, ctx) -> str:
         name, port, control = parse_input(ref)
         return name in dead_nodes or (not control and (name, port) in dead_tensors)
 
-    for node in _topological_order(graph_def):
-        if node.op in MERGE_OPS:
+    ordered, cyclic = execution_order(graph_def)
+    for node in ordered + cyclic:  # nodes on a loop's cycle: in file order
+        if node.op in MERGES:
             live = [ref for ref in node.input if not ref.startswith("^") and not is_dead(ref)]
             if not live:
                 dead_nodes.add(node.name)
@@ -230,15 +199,22 @@ def inline_functional_conds(graph_def, ctx) -> str:
     return summary + (f"; {left} left with a non-constant predicate" if left else "")
 
 
-RANDOM_UNIFORM = {"RandomUniform"}
+def _scalar(test):
+    """A Const test: a one-element value (shape [] or [1], so broadcasting keeps the shape) passing `test`."""
+    return lambda value: value.size == 1 and value.ndim <= 1 and bool(test(value.reshape(())))
 
 
-def _random_uniform_source(nodes, ref: str) -> bool:
-    """True when `ref` is a RandomUniform output (values in [0, 1)), looking through Identity."""
-    node = nodes.get(node_name(ref))
-    while node is not None and node.op in ("Identity", "StopGradient") and node.input:
-        node = nodes.get(node_name(node.input[0]))
-    return node is not None and node.op in RANDOM_UNIFORM
+def _whole(value) -> bool:
+    return bool(np.all(value == np.floor(value)))
+
+
+RANDOM_UNIFORM = op("RandomUniform")  # values in [0, 1)
+DROPOUT_MASKS = [  # (mask pattern, its value when it keeps every element)
+    (op("Floor", op("Add|AddV2", RANDOM_UNIFORM, const("keep", where=_whole))),  # TF1 nn.dropout
+     lambda m: m.values["keep"].astype(np.float32)),
+    (op("GreaterEqual", RANDOM_UNIFORM, const("rate", where=lambda v: bool(np.all(v <= 0)))),  # TF2 nn.dropout
+     lambda m: np.ones(m.values["rate"].shape, dtype=bool)),
+]
 
 
 @graph_pass
@@ -249,61 +225,27 @@ def remove_inference_dropout(graph_def, ctx) -> str:
         GreaterEqual(RandomUniform, rate=0.0)         =>  Const True    (TF2 nn.dropout)
     u in [0, 1) makes both exact; `bypass_neutral_arithmetic` then drops the x * 1 it leaves.
     """
-    from facecvt.graph_ops.graph import const_value
-
     nodes = node_map(graph_def)
     replaced = 0
     for node in graph_def.node:
-        value = None
-        if node.op == "Floor":
-            add = nodes.get(node_name(node.input[0]))
-            if add is not None and add.op in ("Add", "AddV2") and len(add.input) == 2:
-                for random_ref, keep_ref in (add.input, reversed(add.input)):
-                    keep = const_value(nodes.get(node_name(keep_ref)))
-                    if keep is not None and _random_uniform_source(nodes, random_ref) and np.all(keep == np.floor(keep)):
-                        value = keep.astype(np.float32)
-                        break
-        elif node.op == "GreaterEqual" and _random_uniform_source(nodes, node.input[0]):
-            rate = const_value(nodes.get(node_name(node.input[1])))
-            if rate is not None and np.all(rate <= 0):
-                value = np.ones(rate.shape, dtype=bool)
-        if value is not None:
-            node.CopyFrom(make_const(None, node.name, value))
-            replaced += 1
-    from facecvt.graph_ops.cleanup import strip_unused
-
-    strip_unused(graph_def, ctx)
+        for mask, kept in DROPOUT_MASKS:
+            m = match(mask, nodes, node.name)
+            if m is not None:
+                node.CopyFrom(make_const(None, node.name, kept(m)))
+                replaced += 1
+                break
     return f"replaced {replaced} dropout masks by constants"
 
 
-def _neutral_operand(nodes, node):
-    """The input `node` passes through unchanged (x * 1, x / 1, x + 0, x - 0, select(True, x, c)), or None."""
-    from facecvt.graph_ops.graph import const_value
-
-    def scalar(ref):
-        value = const_value(nodes.get(node_name(ref)))
-        return value if value is not None and value.size == 1 and value.ndim <= 1 else None
-
-    data = [r for r in node.input if not r.startswith("^")]
-    if node.op == "Mul":
-        for x, c in ((0, 1), (1, 0)):
-            value = scalar(data[c])
-            if value is not None and value.reshape(()) == 1:
-                return data[x]
-    elif node.op in ("RealDiv", "Div"):
-        value = scalar(data[1])
-        if value is not None and value.reshape(()) == 1:
-            return data[0]
-    elif node.op in ("Add", "AddV2", "Sub"):
-        for x, c in (((0, 1), (1, 0)) if node.op != "Sub" else ((0, 1),)):
-            value = scalar(data[c])
-            if value is not None and value.reshape(()) == 0:
-                return data[x]
-    elif node.op in ("SelectV2", "Select") and len(data) == 3:
-        condition, other = scalar(data[0]), scalar(data[2])
-        if condition is not None and bool(condition.reshape(())) and (other is not None or node.op == "Select"):
-            return data[1]
-    return None
+X = tensor("x")
+ONE, ZERO = const(where=_scalar(lambda v: v == 1)), const(where=_scalar(lambda v: v == 0))
+NEUTRAL = either(  # each passes x through unchanged
+    op("Mul", X, ONE),
+    op("RealDiv|Div", X, ONE),
+    op("Add|AddV2|Sub", X, ZERO),
+    op("SelectV2", const(where=_scalar(bool)), X, const(where=_scalar(lambda v: True))),  # scalar: no broadcast
+    op("Select", const(where=_scalar(bool)), X, tensor()),
+)
 
 
 @graph_pass
@@ -317,13 +259,8 @@ def bypass_neutral_arithmetic(graph_def, ctx) -> str:
     protected = {ctx.input_name, *ctx.output_names}
     mapping = {}
     for node in graph_def.node:
-        if node.name in protected:
-            continue
-        passed = _neutral_operand(nodes, node)
-        if passed is not None:
-            mapping[node.name] = passed
+        m = match(NEUTRAL, nodes, node.name) if node.name not in protected else None
+        if m is not None:
+            mapping[node.name] = m["x"]
     rewire(graph_def, mapping)
-    from facecvt.graph_ops.cleanup import strip_unused
-
-    strip_unused(graph_def, ctx)
     return f"bypassed {len(mapping)} neutral operations"
