@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from facecvt.graph_ops.fold import is_inference_batch_norm
 from facecvt.graph_ops.graph import op_histogram
 from facecvt.core.model import Model, describe_training_structure
+
+
+def inference_batch_norms(graph_def) -> int:
+    """How many FusedBatchNorms freeze folds: those in inference mode, in the graph or a function (a TF2
+    cond branch). A cond holds a batch norm twice, once per branch; the training branch's one is dropped."""
+    functions = [node for function in graph_def.library.function for node in function.node_def]
+    return sum(map(is_inference_batch_norm, [*graph_def.node, *functions]))
 
 
 def freeze_plan(model: Model, structure: dict) -> list:
@@ -19,9 +27,11 @@ def freeze_plan(model: Model, structure: dict) -> list:
         plan.append(f"drop {structure['moving_average_updates']} moving-average updates (training branch)")
     if structure["random_ops"]:
         plan.append(f"drop {structure['random_ops']} random ops (dropout in the training branch)")
-    if structure["fused_batch_norm"]:
-        plan.append(f"fold the inference batch norms ({structure['fused_batch_norm']} FusedBatchNorm nodes) "
-                    f"into the preceding conv/matmul")
+    folded = inference_batch_norms(model.graph_def)
+    if folded:
+        plan.append(f"fold {folded} inference batch norms (FusedBatchNorm) into the preceding conv/matmul"
+                    + (f"; the other {structure['fused_batch_norm'] - folded} are in training branches"
+                       if structure["fused_batch_norm"] > folded else ""))
     if structure["queues"]:
         plan.append(f"replace the queue-fed input {model.input_name!r} with a Placeholder")
     if model.input_shape[0] is not None:
