@@ -56,14 +56,20 @@ def _export_and_compare(path, tmp_path, feeds=None):
     return result, float(np.max(np.abs(got - expected)))
 
 
-def test_prelu_with_negated_relu_of_the_negative_part(tmp_path):
+MTCNN_PRELUS = {
+    "as_written": lambda h, alpha: tf.nn.relu(h) + tf.multiply(alpha, -tf.nn.relu(-h)),
+    "operands_swapped": lambda h, alpha: tf.multiply(-tf.nn.relu(-h), alpha) + tf.nn.relu(h),
+}
+
+
+@pytest.mark.parametrize("form", MTCNN_PRELUS)
+def test_prelu_with_negated_relu_of_the_negative_part(form, tmp_path):
     """MTCNN's PReLU: tf.nn.relu(x) + tf.multiply(alpha, -tf.nn.relu(-x)), alpha a trained variable."""
     alpha = tf.Variable(np.linspace(0.05, 0.4, 6).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="input")])
     def model(x):
-        h = _conv(x, 6, seed=1)
-        h = tf.nn.relu(h) + tf.multiply(alpha, -tf.nn.relu(-h))
+        h = MTCNN_PRELUS[form](_conv(x, 6, seed=1), alpha)
         return tf.identity(tf.reduce_mean(_conv(h, 4, seed=2), [1, 2]), name="embeddings")
 
     result, diff = _export_and_compare(_frozen_pb(model, tmp_path), tmp_path)
