@@ -37,6 +37,13 @@ def copy(graph_def):
     return new
 
 
+def reverse_order(graph_def) -> None:
+    """List the nodes users first, as an inlined function body or a hand-written GraphDef may."""
+    nodes = list(graph_def.node)
+    del graph_def.node[:]
+    graph_def.node.extend(reversed(nodes))
+
+
 def v1_cond_graph(merge_false_first: bool):
     """x -> Switch(pred) -> (false: x*2, true: x*3) -> Merge, with the Merge inputs in either order."""
     def build():
@@ -214,9 +221,7 @@ def test_fold_constants_folds_a_subgraph_listed_after_its_users():
     graph_def = graph_of(build)
     x = np.ones((2, 3), np.float32)
     before = run_graph(graph_def, x)
-    nodes = list(graph_def.node)
-    del graph_def.node[:]
-    graph_def.node.extend(reversed(nodes))
+    reverse_order(graph_def)
     summary = PASSES["fold_constants"](graph_def, PassContext())
     PASSES["strip_unused"](graph_def, PassContext())
     assert summary == "folded 1 constant subgraphs"
@@ -266,10 +271,8 @@ def test_sort_topologically_puts_every_node_after_its_inputs():
         x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="input")
         tf.identity(tf.nn.relu(x * 3.0) + x, name="embeddings")
     graph_def = graph_of(build)
-    nodes = list(graph_def.node)
-    del graph_def.node[:]
-    graph_def.node.extend(reversed(nodes))
-    assert PASSES["sort_topologically"](graph_def, PassContext()) == f"sorted {len(nodes)} nodes"
+    reverse_order(graph_def)
+    assert PASSES["sort_topologically"](graph_def, PassContext()) == f"sorted {len(graph_def.node)} nodes"
     seen = set()
     for node in graph_def.node:
         assert {i.lstrip("^").split(":")[0] for i in node.input} <= seen

@@ -13,7 +13,8 @@ computes what TensorFlow computes. The patterns were found by running OpenCV on 
 - FusedBatchNorm on a [N, 1, 1, C] reshape of a MatMul output (facenet's Bottleneck) is folded;
 - a channel bias that does not directly follow a Conv2D/MatMul becomes OpenCV's Shift layer,
   which fails for batch > 1;
-- PReLU written max(x, 0) + alpha * min(x, 0) (OpenCV has no Minimum op);
+- PReLU written max(x, 0) + alpha * min(x, 0) (OpenCV has no Minimum op), or
+  relu(x) + alpha * -relu(-x) as facenet's MTCNN writes it (no Neg layer);
 - clips written with Minimum/Maximum, and max(x, 0) alone (no such layers; the clip fusion
   OpenCV has does not run on a .pbtxt; max(a * x, 0) is silently read as a leaky ReLU).
 
@@ -30,8 +31,9 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 from facecvt.core.tf_env import import_tf
-from facecvt.graph_ops.graph import const_value, consumers, make_const, node_map, node_name, parse_input, source, unique_name
-from facecvt.graph_ops.match import const, either, match, matches, op, tensor
+from facecvt.graph_ops.graph import (const_value, consumers, make_const, node_map, node_name, parse_input, source,
+                                     unique_name)
+from facecvt.graph_ops.match import const, either, match, op, tensor
 from facecvt.graph_ops.op_families import WEIGHTED
 from facecvt.graph_ops.registry import graph_pass
 
@@ -450,7 +452,8 @@ def prelu_to_keras_form(graph_def, ctx) -> str:
             break
     names = [name for names in done.values() for name in names]
     return (f"rewrote {len(done['Minimum'])} Minimum PReLUs, kept alpha in {len(done['Keras'])} Keras PReLUs, "
-            f"rewrote {len(done['negated'])} relu(x) + alpha * -relu(-x) PReLUs" + (f": {_names(names)}" if names else ""))
+            f"rewrote {len(done['negated'])} relu(x) + alpha * -relu(-x) PReLUs"
+            + (f": {_names(names)}" if names else ""))
 
 
 LOW = const("low", where=_float(lambda v: v.size == 1))
