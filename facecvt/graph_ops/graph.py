@@ -1,4 +1,5 @@
-"""Small helpers over a GraphDef: tensor-name parsing, node lookup, consumers, constants."""
+"""Small helpers over a GraphDef: tensor-name parsing, node lookup, consumers, constants, execution order
+and the producer of a tensor seen through pass-through ops."""
 
 from __future__ import annotations
 
