@@ -339,3 +339,33 @@ def test_no_pass_calls_another():
                     called.add(name)
             others = (called & set(PASSES)) - {func.name}
             assert not others, f"{module_name}.{func.name} calls {others}"
+
+
+def test_set_training_flags_makes_the_flags_constants_of_their_inference_value():
+    def build():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="input")
+        phase_train = tf.compat.v1.placeholder(tf.bool, [], name="phase_train")
+        keep_prob = tf.compat.v1.placeholder(tf.float32, [], name="keep_prob")
+        tf.identity(tf.where(phase_train, x, x * keep_prob), name="embeddings")
+    graph_def = graph_of(build)
+    ctx = PassContext(training_flags={"phase_train": False, "keep_prob": 1.0})
+    assert PASSES["set_training_flags"](graph_def, ctx) == "set phase_train=False, keep_prob=1.0"
+    nodes = node_map(graph_def)
+    assert nodes["phase_train"].op == nodes["keep_prob"].op == "Const"
+    x = np.arange(4, dtype=np.float32).reshape(2, 2)
+    assert np.array_equal(run_graph(graph_def, x), x)
+
+
+def test_replace_input_makes_a_queue_fed_identity_a_dynamic_batch_placeholder():
+    def build():
+        queue = tf.compat.v1.FIFOQueue(4, [tf.float32], shapes=[[2, 2, 3]])
+        tf.identity(queue.dequeue_up_to(2), name="input")
+        tf.identity(tf.reshape(tf.compat.v1.get_default_graph().get_tensor_by_name("input:0"), [-1, 12]),
+                    name="embeddings")
+    graph_def = graph_of(build)
+    ctx = PassContext(input_shape=(None, 2, 2, 3))
+    assert PASSES["replace_input"](graph_def, ctx) == "input: Identity -> Placeholder ?x2x2x3"
+    PASSES["strip_unused"](graph_def, ctx)
+    assert not {"FIFOQueueV2", "QueueDequeueUpToV2"} & set(ops(graph_def))
+    x = np.ones((5, 2, 2, 3), np.float32)
+    assert run_graph(graph_def, x).shape == (5, 12)
