@@ -12,7 +12,7 @@ from rich.console import Console
 from facecvt.core.errors import FacecvtError
 from facecvt.validate import runners
 from facecvt.validate.report import render, write_json_atomic
-from facecvt.validate.runners.base import Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 from facecvt.validate.artifacts import artifact_precision
 from facecvt.validate.verify import InputSpec, verify
 
@@ -36,11 +36,10 @@ class FakeRunner(Runner):
         return (None, 16, 16, 3)
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
-        batch = as_nhwc_float32(batch)
         pooled = batch.reshape(len(batch), 4, 4, 4, 4, 3).mean(axis=(2, 4)).reshape(len(batch), -1)
         return pooled.astype(np.float64) @ PROJECTION[:, :self.embedding_size]
 
-    def embed(self, batch):
+    def _infer(self, batch):
         emb = self._raw(batch)
         return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
 
@@ -53,7 +52,7 @@ class PerturbedRunner(FakeRunner):
 
     backend = "fake_perturbed"
 
-    def embed(self, batch):
+    def _infer(self, batch):
         emb = self._raw(batch)
         emb[:, :4] *= 1.03
         return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
@@ -71,7 +70,7 @@ class BrokenRunner(FakeRunner):
 
     backend = "fake_broken"
 
-    def embed(self, batch):
+    def _infer(self, batch):
         raise RuntimeError("kernel Conv2D failed: out of cheese")
 
 
@@ -240,3 +239,33 @@ def test_artifact_precision_of_real_tflite(tmp_path):
         path = tmp_path / f"{precision}.tflite"
         path.write_bytes(converter.convert())
         assert artifact_precision("litert", path) == precision
+
+
+class FixedBatchRunner(FakeRunner):
+    """The fake model with its batch fixed to 4; records the chunk sizes its runtime was given."""
+
+    backend = "fake_fixed"
+
+    def __init__(self, path, **options):
+        super().__init__(path)
+        self.chunks = []
+
+    @property
+    def input_shape(self):
+        return (4, 16, 16, 3)
+
+    def _infer(self, batch):
+        self.chunks.append(len(batch))
+        return super()._infer(batch)
+
+
+def test_base_runner_chunks_a_fixed_batch_and_pads_the_last_chunk(tmp_path):
+    x = np.random.default_rng(3).uniform(-1, 1, (6, 16, 16, 3)).astype(np.float32)
+    fixed, free = FixedBatchRunner(tmp_path / "m"), FakeRunner(tmp_path / "m")
+    got = fixed.embed(x)
+    assert fixed.chunks == [4, 4] and got.shape == (6, 16) and got.dtype == np.float32
+    np.testing.assert_allclose(got, free.embed(x), atol=1e-6)
+    free.max_chunk = 4
+    assert free.embed(x).shape == (6, 16)
+    with pytest.raises(FacecvtError, match=r"takes images of shape \(16, 16, 3\) \(HWC\)"):
+        fixed.embed(np.zeros((1, 8, 8, 3), np.float32))

@@ -7,16 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
+from facecvt.core.errors import FacecvtError
+
 
 class Runner(abc.ABC):
     """Loads one artifact and embeds batches of preprocessed images.
 
     `embed` always takes NHWC float32 (N, H, W, C), already preprocessed, and returns the
-    (N, D) float32 embeddings; a runner whose runtime wants NCHW transposes inside.
-    Runners of a model with a fixed batch split larger batches themselves.
+    (N, D) float32 embeddings. It is written once, here: it checks the batch, splits it into
+    the model's fixed batch (the last chunk zero-padded, the padding's rows dropped) or into
+    chunks of at most `max_chunk` images, and concatenates. A backend implements only
+    `_infer`, its runtime's call on one chunk; a runtime that wants NCHW transposes there.
+
+    A backend that can expose intermediate tensors also implements `activations(batch)`
+    (name -> array, as its runtime names and lays them out) for `facecvt.validate.localize`.
     """
 
     backend: str = ""
+    max_chunk: int | None = None  # images per _infer call for a dynamic batch (None: the whole batch)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -27,8 +35,37 @@ class Runner(abc.ABC):
         """NHWC shape the model takes, batch as None when dynamic."""
 
     @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """The runtime's output for one NHWC float32 chunk of the size `embed` chose; any shape (N, ...)."""
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) float32 of an NHWC float32 batch."""
+        batch = self.checked_batch(batch)
+        fixed = self.input_shape[0]
+        size = fixed or self.max_chunk or max(len(batch), 1)
+        outputs = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            count = len(chunk)
+            if fixed and count < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - count, *chunk.shape[1:]), np.float32)])
+            out = np.asarray(self._infer(chunk))
+            outputs.append(out.reshape(len(chunk), -1)[:count])
+        if not outputs:
+            return np.zeros((0, 0), np.float32)
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+    def checked_batch(self, batch: np.ndarray) -> np.ndarray:
+        """`batch` as contiguous NHWC float32, its image size checked against the model's."""
+        batch = as_nhwc_float32(batch)
+        expected = tuple(self.input_shape[1:4])
+        if any(e is not None and e != got for e, got in zip(expected, batch.shape[1:])):
+            raise FacecvtError(f"{self.path} takes images of shape {expected} (HWC), got {batch.shape[1:]}")
+        return batch
+
+    def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every intermediate tensor the runtime can expose for `batch`: name -> array."""
+        raise NotImplementedError(f"{self.backend} cannot expose intermediate tensors")
 
     def close(self) -> None:
         """Release the runtime's resources."""
@@ -53,17 +90,3 @@ def as_nhwc_float32(batch: np.ndarray) -> np.ndarray:
     if batch.ndim != 4:
         raise ValueError(f"expected an NHWC batch, got shape {batch.shape}")
     return np.ascontiguousarray(batch)
-
-
-def run_in_fixed_batches(run, batch: np.ndarray, size: int | None) -> np.ndarray:
-    """`run(batch)` for a dynamic batch (size None); else run chunks of `size`, the last one zero-padded."""
-    if size is None or size == len(batch):
-        return run(batch)
-    chunks = []
-    for start in range(0, len(batch), size):
-        chunk = batch[start:start + size]
-        padding = size - len(chunk)
-        if padding:
-            chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
-        chunks.append(run(chunk)[:size - padding])
-    return np.concatenate(chunks)

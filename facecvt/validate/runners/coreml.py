@@ -20,7 +20,7 @@ import numpy as np
 from facecvt.core.errors import FacecvtError
 from facecvt.core.ct_env import has_coreml_runtime, import_coremltools
 from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE
-from facecvt.validate.runners.base import Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 
 ENGINES = ("auto", "coreml", "reference")
 COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
@@ -91,6 +91,7 @@ class CoreMLRunner(Runner):
             raise FacecvtError("Core ML itself runs only on macOS; use engine='reference' "
                                "(facecvt's NumPy executor) here")
         self.engine = "coreml" if engine == "coreml" or (engine == "auto" and has_coreml_runtime()) else "reference"
+        self.max_chunk = REFERENCE_CHUNK if self.engine == "reference" else 64
         self._model = self._executor = None
         if self.engine == "coreml":
             ct = import_coremltools()
@@ -112,31 +113,13 @@ class CoreMLRunner(Runner):
     def executed_by(self) -> str:
         return "coreml" if self.engine == "coreml" else MIL_EXECUTOR_LABEL
 
-    def _chunk_size(self) -> int:
-        if self._shape[0] is not None:
-            return int(self._shape[0])
-        return REFERENCE_CHUNK if self.engine == "reference" else 64
-
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        batch = as_nhwc_float32(batch)
-        if tuple(batch.shape[1:]) != tuple(self._shape[1:]):
-            raise FacecvtError(f"{self.path} takes images of shape {self._shape[1:]} (HWC), got {batch.shape[1:]}")
+    def _infer(self, chunk: np.ndarray) -> np.ndarray:
         if self._is_image and not self._raw_pixels:
-            batch = (batch - self._bias) / self._scale
-        size = self._chunk_size()
-        outputs = [self._run(batch[i:i + size], size) for i in range(0, len(batch), size)]
-        return np.concatenate(outputs).astype(np.float32)
-
-    def _run(self, chunk: np.ndarray, size: int) -> np.ndarray:
-        count = len(chunk)
-        if self._shape[0] is not None and count < size:  # a fixed batch: pad the last chunk
-            chunk = np.concatenate([chunk, np.zeros((size - count, *chunk.shape[1:]), np.float32)])
+            chunk = (chunk - self._bias) / self._scale
         if self.engine == "coreml":
-            y = self._predict_coreml(chunk)
-        else:
-            feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
-            y = self._executor.run({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
-        return np.asarray(y, dtype=np.float32).reshape(len(chunk), -1)[:count]
+            return self._predict_coreml(chunk)
+        feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
+        return self._executor.run({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
 
     def _predict_coreml(self, chunk: np.ndarray) -> np.ndarray:
         if self._is_image:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
-from facecvt.validate.runners.base import run_in_fixed_batches, Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 
 
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
@@ -63,7 +63,7 @@ class LiteRTRunner(Runner):
     def input_shape(self) -> tuple:
         return self._shape
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         interpreter = self._interpreter
         try:
             if batch.shape != self._allocated_shape:
@@ -77,10 +77,6 @@ class LiteRTRunner(Runner):
             raise FacecvtError(f"LiteRT failed on {self.path} with a batch of shape {batch.shape}: "
                                f"{str(exc).strip().splitlines()[0]}") from exc
         return dequantize(output, self._output)
-
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings (N, D) float32 of an NHWC float32 batch."""
-        return run_in_fixed_batches(self._run, as_nhwc_float32(batch), self._shape[0])
 
     def close(self) -> None:
         self._interpreter = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
-from facecvt.validate.runners.base import run_in_fixed_batches, Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 
 
 def _static(dim):
@@ -55,7 +55,7 @@ class OnnxRuntimeRunner(Runner):
     def input_shape(self) -> tuple:
         return self._shape
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         if self.nchw:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         try:
@@ -64,10 +64,6 @@ class OnnxRuntimeRunner(Runner):
             raise FacecvtError(f"onnxruntime failed on {self.path} with a batch of shape {batch.shape}: "
                                f"{str(exc).strip().splitlines()[0]}") from exc
         return np.asarray(embeddings, dtype=np.float32)
-
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings (N, D) float32 of an NHWC float32 batch."""
-        return run_in_fixed_batches(self._run, as_nhwc_float32(batch), self._shape[0])
 
     def close(self) -> None:
         self._session = None

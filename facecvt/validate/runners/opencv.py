@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
-from facecvt.validate.runners.base import Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 
 ENGINES = ("auto", "new", "classic")
 
@@ -55,18 +55,7 @@ class OpenCVRunner(Runner):
         """The batch size baked into the input, or None when any batch runs in one forward."""
         return self._input_shape[0]
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = as_nhwc_float32(batch)
-        expected = self._input_shape[1:]
-        if any(e is not None and e != got for e, got in zip(expected, x.shape[1:])):
-            raise FacecvtError(f"{self.path} takes images of shape {expected} (HWC), got {x.shape[1:]}")
-        step = self.fixed_batch or len(x)
-        return np.concatenate([self._forward(x[i:i + step], step) for i in range(0, len(x), step)])
-
-    def _forward(self, chunk: np.ndarray, step: int) -> np.ndarray:
-        count = len(chunk)
-        if count < step:  # a fixed-batch graph: pad the last chunk, drop the padding's outputs
-            chunk = np.concatenate([chunk, np.zeros((step - count, *chunk.shape[1:]), np.float32)])
+    def _infer(self, chunk: np.ndarray) -> np.ndarray:
         blob = np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))
         import cv2
 
@@ -83,7 +72,7 @@ class OpenCVRunner(Runner):
             raise FacecvtError(
                 f"OpenCV returned {out.shape[0]} rows for a batch of {len(chunk)} from {self.path}: a Reshape "
                 "in the graph has the batch baked in; convert it with `facecvt to-opencv`")
-        return np.asarray(out.reshape(len(chunk), -1)[:count], dtype=np.float32)
+        return out
 
     def close(self) -> None:
         import cv2

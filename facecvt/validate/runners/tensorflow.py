@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecvt.validate.runners.base import Runner, as_nhwc_float32
+from facecvt.validate.runners.base import Runner
 
 
 class TensorFlowRunner(Runner):
     """Runs MODEL (raw training graph, checkpoint or clean graph) with training flags at their
     inference values (`phase_train=False`), feeding the image input by name.
 
-    A graph whose input is fixed to batch N is fed N images at a time.
+    A graph whose input is fixed to batch N is fed N images at a time (the last chunk padded).
     """
 
     backend = "tensorflow"
@@ -40,15 +40,8 @@ class TensorFlowRunner(Runner):
     def input_shape(self) -> tuple:
         return self.model.input_shape
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        batch = as_nhwc_float32(batch)
-        fixed = self.model.input_shape[0]
-        chunk = fixed or len(batch)
-        if fixed and len(batch) % fixed:
-            raise ValueError(f"the graph takes batches of {fixed}; got {len(batch)} images")
-        outputs = [self.session.run(self.output_tensor, {self.input_tensor: batch[i:i + chunk], **self.feeds})
-                   for i in range(0, len(batch), chunk)]
-        return np.concatenate(outputs).reshape(len(batch), -1).astype(np.float32)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_tensor, {self.input_tensor: batch, **self.feeds})
 
     def close(self) -> None:
         self.session.close()
