@@ -115,9 +115,13 @@ class MilExecutor:
             env[name] = as_stored(value, dtype)
         return env
 
-    def run(self, feeds: dict) -> dict:
-        """Execute the program on `feeds` and return its outputs in the program's dtypes."""
+    def run(self, feeds: dict, *, intermediates: bool = False) -> dict:
+        """Execute the program on `feeds` and return its outputs in the program's dtypes.
+
+        With `intermediates` every op's result is kept and returned too (by MIL variable name).
+        """
         env = self._feed(feeds)
+        kept = {}
         for step in self.steps:
             args = {param: [env[n] for n in names] if isinstance(names, list) else env[names]
                     for param, names in step.inputs.items()}
@@ -130,13 +134,15 @@ class MilExecutor:
             results = result if isinstance(result, tuple) else (result,)
             for (name, dtype), value in zip(step.outputs, results):
                 env[name] = value if step.exact else as_stored(value, dtype)
+                if intermediates:
+                    kept[name] = env[name]
             for name in step.frees:
                 env.pop(name, None)
         outputs = {}
         for var in self.program.function.outputs:
             dtype = mil_dtype_name(var)
             outputs[var.name] = np.asarray(env[var.name]).astype(STORAGE.get(dtype, np.float32))
-        return outputs
+        return {**kept, **outputs}
 
     def op_counts(self) -> dict:
         """{op type: how many} over the program, constants included."""

@@ -121,6 +121,23 @@ class CoreMLRunner(Runner):
         feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
         return self._executor.run({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
 
+    def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every MIL variable the program computes, from facecvt's executor (name -> array).
+
+        Core ML itself (macOS) exposes only a model's declared outputs, so with engine='coreml'
+        intermediates are unavailable; open the runner with engine='reference' to localise.
+        """
+        if self.engine == "coreml":
+            raise FacecvtError("Core ML itself cannot expose intermediate tensors; localise this candidate with "
+                               "the runner option engine='reference' (facecvt's MIL executor)")
+        chunk = self.checked_batch(batch)
+        if self._is_image and not self._raw_pixels:
+            chunk = (chunk - self._bias) / self._scale
+        feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
+        values = self._executor.run({self._input_name: np.ascontiguousarray(feed)}, intermediates=True)
+        return {name: np.asarray(value, dtype=np.float32) for name, value in values.items()
+                if np.issubdtype(np.asarray(value).dtype, np.floating)}
+
     def _predict_coreml(self, chunk: np.ndarray) -> np.ndarray:
         if self._is_image:
             from PIL import Image

@@ -78,5 +78,22 @@ class LiteRTRunner(Runner):
                                f"{str(exc).strip().splitlines()[0]}") from exc
         return dequantize(output, self._output)
 
+    def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every op's output tensor, dequantised, from an interpreter that preserves all tensors."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        batch = self.checked_batch(batch)
+        interpreter = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True,
+                                  num_threads=os.cpu_count())
+        if self._shape[0] is None:
+            interpreter.resize_tensor_input(self._input["index"], batch.shape, strict=True)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(self._input["index"], quantize(batch, self._input))
+        interpreter.invoke()
+        details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        produced = {index for op in interpreter._get_ops_details() for index in op["outputs"]}  # noqa: SLF001
+        return {details[i]["name"]: dequantize(interpreter.get_tensor(i), details[i]) for i in sorted(produced)
+                if i in details}
+
     def close(self) -> None:
         self._interpreter = None

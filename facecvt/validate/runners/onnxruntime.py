@@ -65,5 +65,23 @@ class OnnxRuntimeRunner(Runner):
                                f"{str(exc).strip().splitlines()[0]}") from exc
         return np.asarray(embeddings, dtype=np.float32)
 
+    def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every node output of an in-memory copy of the model with all of them added as graph outputs."""
+        import onnx
+        import onnxruntime
+
+        model = onnx.load(str(self.path))
+        known = {output.name for output in model.graph.output}
+        names = [name for node in model.graph.node for name in node.output if name and name not in known]
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feed = self.checked_batch(batch)
+        if self.nchw:
+            feed = np.ascontiguousarray(feed.transpose(0, 3, 1, 2))
+        wanted = [output.name for output in session.get_outputs()]
+        values = session.run(wanted, {self._input_name: feed})
+        return {name: value for name, value in zip(wanted, values)
+                if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)}
+
     def close(self) -> None:
         self._session = None

@@ -74,6 +74,20 @@ class OpenCVRunner(Runner):
                 "in the graph has the batch baked in; convert it with `facecvt to-opencv`")
         return out
 
+    def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The output of every layer (`net.forward(names)`), 4-D ones turned from NCHW to NHWC.
+
+        OpenCV 5's new engine returns only the graph's outputs, so the same files are read with
+        the classic engine, which can stop at any layer.
+        """
+        batch = self.checked_batch(batch)
+        net = self.net if self.engine == "classic" else read_net(self.path, self.pbtxt, "classic")
+        names = list(net.getLayerNames())
+        net.setInput(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+        values = net.forward(names)
+        return {name: value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
+                for name, value in zip(names, values)}
+
     def close(self) -> None:
         import cv2
 

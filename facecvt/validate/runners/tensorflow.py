@@ -6,35 +6,48 @@ import numpy as np
 
 from facecvt.validate.runners.base import Runner
 
+# ops whose outputs are not layers: constants, inputs, and renames of another node's value
+NOT_LAYERS = frozenset({"Const", "Placeholder", "PlaceholderWithDefault", "Identity", "NoOp"})
+
 
 class TensorFlowRunner(Runner):
     """Runs MODEL (raw training graph, checkpoint or clean graph) with training flags at their
     inference values (`phase_train=False`), feeding the image input by name.
 
     A graph whose input is fixed to batch N is fed N images at a time (the last chunk padded).
+    `activations` and `layers` are those of the clean graph the exporters take (MODEL frozen by
+    facecvt's pipeline, or `clean` when given): its node names are the ones exports keep.
     """
 
     backend = "tensorflow"
 
-    def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None):
+    def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None,
+                 clean=None):
         super().__init__(path)
         from facecvt.core.model import load_model
-        from facecvt.core.tf_env import import_tf
 
-        tf = import_tf()
         self.model = model or load_model(path, input_name=input_name, output_name=output_name,
                                           set_values=set_values)
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.compat.v1.import_graph_def(self.model.graph_def, name="")
-        config = tf.compat.v1.ConfigProto()
-        if threads:
-            config.intra_op_parallelism_threads = threads
-            config.inter_op_parallelism_threads = 1
-        self.session = tf.compat.v1.Session(graph=graph, config=config)
+        self._threads = threads
+        self.session = self._session(self.model.graph_def)
         self.feeds = {f"{name}:0": value for name, value in self.model.training_flags.items()}
         self.input_tensor = f"{self.model.input_name}:0"
         self.output_tensor = f"{self.model.output_name}:0"
+        self._clean = clean
+        self._clean_session = None
+
+    def _session(self, graph_def):
+        from facecvt.core.tf_env import import_tf
+
+        tf = import_tf()
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        config = tf.compat.v1.ConfigProto()
+        if self._threads:
+            config.intra_op_parallelism_threads = self._threads
+            config.inter_op_parallelism_threads = 1
+        return tf.compat.v1.Session(graph=graph, config=config)
 
     @property
     def input_shape(self) -> tuple:
@@ -43,5 +56,32 @@ class TensorFlowRunner(Runner):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self.output_tensor, {self.input_tensor: batch, **self.feeds})
 
+    @property
+    def clean_graph(self):
+        """The FrozenGraph exports are made from: MODEL through facecvt's freeze pipeline (once)."""
+        if self._clean is None:
+            from facecvt.graph_ops.pipeline import freeze
+
+            self._clean = freeze(self.model).frozen
+        return self._clean
+
+    def layers(self) -> list[tuple[str, str]]:
+        """(node name, op) of the clean graph's float-valued layers, in execution order."""
+        if self._clean_session is None:
+            self._clean_session = self._session(self.clean_graph.graph_def)
+        graph = self._clean_session.graph
+        return [(op.name, op.type) for op in graph.get_operations()
+                if op.type not in NOT_LAYERS and op.outputs and op.outputs[0].dtype.is_floating]
+
+    def activations(self, batch: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """The clean graph's value at each node of `names` (default: every layer) for `batch`."""
+        names = [name for name, _ in self.layers()] if names is None else list(names)
+        clean = self.clean_graph
+        values = self._clean_session.run([f"{name}:0" for name in names],
+                                         {f"{clean.input_name}:0": self.checked_batch(batch)})
+        return dict(zip(names, values))
+
     def close(self) -> None:
         self.session.close()
+        if self._clean_session is not None:
+            self._clean_session.close()
