@@ -295,8 +295,8 @@ def progress_bar(description: str):
 
 
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-               json_path, batch_size=32):
-    """Run `verify` on the command's arguments, render the report, write the JSON; returns the report."""
+               json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None):
+    """Run `verify` on the command's arguments, render the report, write the JSON (and HTML); returns the report."""
     from facecvt.core.console import out
     from facecvt.validate.report import render, write_json_atomic
     from facecvt.validate.verify import InputSpec, verify_specs
@@ -305,10 +305,15 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
     bar, update = progress_bar("verifying")
     with bar:
         report = verify_specs(str(reference), [str(c) for c in candidates], inputs, pairs=pairs,
-                              tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update)
+                              tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update,
+                              localize=localize, localize_inputs=localize_inputs)
     render(report, out)
     if json_path:
         write_json_atomic(json_path, report)
+    if html_path:
+        from facecvt.validate.html_report import write_html_atomic
+
+        write_html_atomic(html_path, report)
     return report
 
 
@@ -325,9 +330,16 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
 @click.option("--min-cosine", type=float, help="Min cosine similarity allowed (default by precision).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per forward.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option("--localize", is_flag=True,
+              help="Find, for every candidate, the first layer whose output departs from the reference's "
+                   "(failing candidates are localised even without it).")
+@click.option("--localize-inputs", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
+              help="Inputs the layer-by-layer comparison runs on.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Write a self-contained HTML report with plots (|Δ| histograms, cosines, ROC, error along depth).")
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
-                   json_path):
+                   json_path, localize, localize_inputs, html_path):
     """Check that each CANDIDATE export computes REFERENCE's embeddings.
 
     REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
@@ -338,7 +350,7 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
     2: bad usage or input.
     """
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-                        json_path, batch_size)
+                        json_path, batch_size, True if localize else None, localize_inputs, html_path)
     if not report["pass"]:
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
                   if not c["pass"]]

@@ -11,6 +11,8 @@ number of inputs:
   sliding window of the last `window_rows` inputs (`dist_pairs` says how many pairs were compared).
 Memory: the window (2 x window_rows x D float64: 16 MB at 2048 x 512) plus the exact-percentile
 buffer (8 MB at 2^20 values); time about 25 ms per batch of 32 once the window is full.
+For the HTML report `distribution()` gives the per-input cosines (one float per input) and the
+|Δ| histogram (the quantile's fixed log bins, coarsened to 10 per decade).
 """
 
 from __future__ import annotations
@@ -107,6 +109,20 @@ class AbsDiffQuantile:
         position = np.where(values > 0, position, -1.0)
         return (np.clip(np.floor(position), -1, self.n_bins) + 1).astype(np.int64)
 
+    def histogram(self, bins_per_decade: int = 10) -> dict:
+        """The values' log histogram: `edges` (len(counts)+1) over the occupied range, `counts`, and
+        `below` (values under 1e-12, zeros included, which a log axis cannot show)."""
+        group = max(1, self.BINS_PER_DECADE // bins_per_decade)
+        inner = self.counts[1:-1].reshape(-1, group).sum(axis=1)
+        inner[-1] += self.counts[-1]  # beyond 1e3: counted in the last bin
+        occupied = np.flatnonzero(inner)
+        if occupied.size == 0:
+            return {"edges": [], "counts": [], "below": int(self.counts[0])}
+        lo, hi = int(occupied[0]), int(occupied[-1]) + 1
+        step = group / self.BINS_PER_DECADE
+        edges = 10.0 ** (self.LOG_MIN + step * np.arange(lo, hi + 1))
+        return {"edges": edges.tolist(), "counts": inner[lo:hi].tolist(), "below": int(self.counts[0])}
+
     def quantile(self, q: float) -> float:
         """The q-quantile (0..1) of the values seen."""
         if self.count == 0:
@@ -141,6 +157,7 @@ class EmbeddingComparator:
         self.quantile = AbsDiffQuantile(exact_values)
         self.window_ref: np.ndarray | None = None  # the last `window_rows` inputs' embeddings, float64
         self.window_cand: np.ndarray | None = None
+        self.cosines: list[np.ndarray] = []  # per input, in input order (NaN for a non-finite row)
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """Add one batch: `ref` and `cand` are (N, D) embeddings of the same N inputs."""
@@ -156,13 +173,16 @@ class EmbeddingComparator:
         self.count += ref.shape[0]
         ref, cand = ref[finite], cand[finite]
         delta = np.abs(cand - ref)
+        cosines = np.full(len(finite), np.nan)
         if delta.size:
             self.values += delta.size
             self.max_abs = max(self.max_abs, float(delta.max()))
             self.sum_abs += float(delta.sum())
             self.quantile.add(delta)
-            self.min_cosine = min(self.min_cosine, float(cosine_similarity(ref, cand).min()))
+            cosines[finite] = cosine_similarity(ref, cand)
+            self.min_cosine = min(self.min_cosine, float(cosines[finite].min()))
             self._update_distances(ref, cand)
+        self.cosines.append(cosines)
 
     def _update_distances(self, ref: np.ndarray, cand: np.ndarray) -> None:
         change = np.abs(squared_distances(ref, ref) - squared_distances(cand, cand))
@@ -197,6 +217,11 @@ class EmbeddingComparator:
         }
         failed = failed_measures(measures, self.tolerances)
         return {**measures, "tolerances": self.tolerances.as_dict(), "pass": not failed, "failed": failed}
+
+    def distribution(self, bins_per_decade: int = 10) -> dict:
+        """`cosines` per input and the |Δ| histogram `abs_hist` ({edges, counts, zeros}) for plots."""
+        return {"cosines": np.concatenate(self.cosines).tolist() if self.cosines else [],
+                "abs_hist": self.quantile.histogram(bins_per_decade)}
 
 
 def failed_measures(measures: dict, tolerances: Tolerances) -> list[str]:

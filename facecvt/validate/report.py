@@ -156,9 +156,49 @@ def model_card_table(pairs: dict) -> Table:
     return table
 
 
+LAYERS_BEFORE = 3  # matched layers shown before the first divergence
+
+
+def localize_table(candidate: dict) -> Table | Text:
+    """Where one candidate departs: the first divergent layer (bold red) and the matched layers before it.
+
+    Without a divergence, the last matched layers (the error reached at the output).
+    """
+    block = candidate["localize"]
+    name = escape(f"{candidate['backend']} {candidate['path']}")
+    if not block.get("available", True):
+        return Text.from_markup(f"[bold]localize[/] {name}: not available ({escape(block['reason'])})")
+    first = block.get("first_divergence")
+    layers = block.get("layers", [])
+    if first is None:
+        shown, found = layers[-LAYERS_BEFORE:], "no layer beyond the limit"
+    else:
+        at = next(i for i, layer in enumerate(layers) if layer["layer"] == first["layer"])
+        shown, found = layers[max(0, at - LAYERS_BEFORE):at + 1], f"first divergence at {first['layer']}"
+    table = Table(title=f"localize {name}: {block['matched']}/{block['total']} layers matched on "
+                        f"{block.get('inputs', '?')} inputs, limit max|Δ|/max|ref| ≤ {block['limit']:.0e} "
+                        f"({block['precision']}); {escape(found)}", title_justify="left")
+    for column in ("layer (TensorFlow node)", "op", "candidate tensor", "max|Δ|/max|ref|", "max |Δ|", "min cosine"):
+        table.add_column(column, justify="left" if column in ("layer (TensorFlow node)", "op", "candidate tensor")
+                         else "right")
+    for layer in shown:
+        style = "bold red" if first is not None and layer["layer"] == first["layer"] else ""
+        table.add_row(Text(layer["layer"], style=style), layer["op"], Text(_short(layer.get("candidate", ""))),
+                      Text(_fmt(layer["rel"]), style=style), _fmt(layer["max_abs"]), _fmt(layer["cosine"], "cos"))
+    return table
+
+
+def _short(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def render(report: dict, console: Console) -> None:
-    """Print the candidates table, the pairs model card when present, and the overall verdict."""
+    """Print the candidates table, the localisation of each localised candidate, the pairs model card
+    when present, and the overall verdict."""
     console.print(candidates_table(report))
+    for candidate in report["candidates"]:
+        if candidate.get("localize"):
+            console.print(localize_table(candidate))
     if report.get("pairs"):
         console.print(model_card_table(report["pairs"]))
     verdict = "[bold green]PASS[/]: every candidate is within tolerance" if report["pass"] else \

@@ -14,6 +14,7 @@ from facecvt.validate import metrics, runners
 from facecvt.core.targets import PRECISIONS
 from facecvt.validate.artifacts import artifact_precision, default_runner_options
 from facecvt.validate.compare import EmbeddingComparator, Tolerances
+from facecvt.validate.localize import localize as localize_candidate
 from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
 from facecvt.validate.pairs import Pairs, read_pairs
 from facecvt.validate.report import build_report, candidate_entry, pairs_block
@@ -172,6 +173,15 @@ class _PairEmbeddings:
         return metrics.pair_distances(np.concatenate(self.rows[index]), self.left, self.right)
 
 
+def _roc_points(dist: np.ndarray, labels, most: int = 201) -> dict:
+    """The ROC (far, tar) for plotting, thinned to at most `most` points (first and last kept)."""
+    far, tar, _ = metrics.roc_curve(dist, labels)
+    if len(far) > most:
+        keep = np.unique(np.linspace(0, len(far) - 1, most).round().astype(int))
+        far, tar = far[keep], tar[keep]
+    return {"far": far.tolist(), "tar": tar.tolist()}
+
+
 def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str]], kept: _PairEmbeddings) -> dict:
     """Verification measures per backend (reference first) and agreement at the reference threshold."""
     labels = pairs.labels
@@ -183,13 +193,41 @@ def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str]], kept: _Pa
                "role": "reference" if index == 0 else "candidate"}
         row.update(metrics.verification_metrics(dist, labels, pairs.folds))
         row["decision_agreement"] = metrics.decision_agreement(dists[0], dist, ref_threshold)
+        row["roc"] = _roc_points(dist, labels)
         results.append(row)
     return pairs_block(pairs.source, pairs.format, labels, pairs.folds, results, ref_threshold)
 
 
+def _localized(reference, runner, sample: np.ndarray, precision: str) -> dict:
+    """The `localize` block of one candidate, or {available: False, reason} when a runtime cannot say."""
+    if not hasattr(reference, "layers"):
+        return {"available": False, "reason": f"the reference {reference.describe()} has no layers to compare with"}
+    try:
+        return {"available": True, **localize_candidate(reference, runner, sample, precision)}
+    except (FacecvtError, NotImplementedError) as exc:
+        return {"available": False, "reason": str(exc)}
+
+
+class _Sample:
+    """The first `size` inputs of the run, kept for localisation."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.rows: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, batch: np.ndarray) -> None:
+        if self.count < self.size:
+            self.rows.append(batch[:self.size - self.count].copy())
+            self.count += len(self.rows[-1])
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.rows)
+
+
 def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], inputs: InputSpec,
            pairs: Pairs | str | Path | None = None, tolerances: dict | None = None,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, localize: bool | None = None, localize_inputs: int = 4) -> dict:
     """Run every input through the reference and each candidate and return the report dict.
 
     `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
@@ -198,6 +236,9 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
     None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block.
     Only embeddings of pair images are kept; everything else is compared batch by batch.
+    `localize`: True localises every candidate, None (default) only the failing ones, False none;
+    a localised candidate gets a `localize` block (see `facecvt.validate.localize`), computed on
+    the first `localize_inputs` inputs.
     """
     if not candidates:
         raise FacecvtError("give at least one candidate artifact to compare with the reference")
@@ -205,6 +246,9 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         pairs = read_pairs(pairs, inputs.images)
     chosen = _candidates(candidates, tolerances)
     paths = _input_paths(inputs, pairs)
+    if localize_inputs < 1:
+        raise FacecvtError(f"--localize-inputs needs at least 1 input, got {localize_inputs}")
+    sample = _Sample(localize_inputs)
     with contextlib.ExitStack() as stack:
         if isinstance(reference, runners.Runner):  # already open (export reuses its loaded model)
             ref_runner, reference = reference, (reference.backend, reference.path)
@@ -217,6 +261,7 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         kept = _PairEmbeddings(pairs, paths, len(chosen) + 1) if pairs is not None else None
         done = 0
         for _, batch in _batches(inputs, paths, shape_hwc):
+            sample.add(batch)
             ref_emb = _embed(ref_runner, batch)
             embeddings = [ref_emb]
             for runner, comparator in zip(cand_runners, comparators):
@@ -232,8 +277,14 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
             done += batch.shape[0]
             if progress is not None:
                 progress(done, total)
-    entries = [candidate_entry(c.backend, c.path, c.precision, comp.result(), runner.executed_by)
-               for c, comp, runner in zip(chosen, comparators, cand_runners)]
+        entries = []
+        for candidate, runner, comparator in zip(chosen, cand_runners, comparators):
+            entry = candidate_entry(candidate.backend, candidate.path, candidate.precision, comparator.result(),
+                                    runner.executed_by)
+            entry["distribution"] = comparator.distribution()
+            if localize or (localize is None and not entry["pass"]):
+                entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision)
+            entries.append(entry)
     block = None
     if kept is not None:
         backends = [(reference[0], Path(reference[1]), ref_runner.executed_by)] + [
@@ -243,7 +294,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
 
 
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
-                 tolerances: dict | None = None, progress: Progress | None = None) -> dict:
+                 tolerances: dict | None = None, progress: Progress | None = None, localize: bool | None = None,
+                 localize_inputs: int = 4) -> dict:
     """`verify` on command-line specs: REFERENCE and CANDIDATE are PATH or BACKEND=PATH.
 
     Every argument is checked (one input source, every path exists) before a runtime is loaded.
@@ -259,4 +311,5 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
     for _, path in [(ref_backend, ref_path), *parsed]:
         if not path.exists():
             raise FacecvtError(f"{path} does not exist")
-    return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress)
+    return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress,
+                  localize=localize, localize_inputs=localize_inputs)

@@ -115,7 +115,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     started = time.perf_counter()
     from facecvt.validate.runners.tensorflow import TensorFlowRunner
 
-    with TensorFlowRunner(model.path, model=model) as reference:
+    with TensorFlowRunner(model.path, model=model, clean=frozen) as reference:
         report = verify(reference, candidates, inputs, pairs=spec.pairs)
     progress(f"  verified {len(candidates)} artifacts on {report['inputs']['count']} inputs in "
              f"{time.perf_counter() - started:.1f} s")
@@ -170,6 +170,7 @@ def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool 
     """Build the bundle in a temporary folder beside `out_dir`; move it into place only if it verifies."""
     from facecvt.core.atomic import atomic_output
     from facecvt.workflows.bundle_readme import bundle_readme
+    from facecvt.validate.html_report import write_html_atomic
     from facecvt.validate.report import write_json_atomic
 
     with atomic_output(out_dir, force) as tmp:
@@ -183,7 +184,9 @@ def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool 
             raise error
         write_json_atomic(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(bundle_readme(manifest))
-    return manifest, _moved(report, tmp, out_dir)
+        report = _moved(report, tmp, out_dir)
+        write_html_atomic(tmp / "report.html", report)
+    return manifest, report
 
 
 def _moved(report: dict, tmp: Path, final: Path) -> dict:
