@@ -188,6 +188,38 @@ def main() -> None:
     RESULTS["verify"] = verify_rows
     show("verify wall time and peak memory", verify_rows, ["stage", "seconds", "peak_mb_above_start"])
 
+    # -- localize: one candidate, as `verify --localize` does it (reference opened and frozen too) --
+    from facecvt.validate.artifacts import default_runner_options
+    from facecvt.validate.localize import localize
+    from facecvt.validate.runners import load_runner
+    from facecvt.validate.runners.tensorflow import TensorFlowRunner
+    from facecvt.core.images import random_batches
+
+    if faces:
+        from facecvt.core.images import iter_image_batches, list_images
+
+        _, sample = next(iter(iter_image_batches(list_images(faces)[:4], (160, 160), "fixed", 4)))
+    else:
+        _, sample = next(iter(random_batches(4, (160, 160, 3), 0, 4)))
+    localized = [(backend, path, "fp32") for backend, path in four]
+    localized += [("litert", artifacts[("tflite", "fp16")].path, "fp16"),
+                  ("coreml", artifacts[("coreml", "fp16")].path, "fp16")]
+    if ("tflite", "int8") in artifacts:
+        localized.append(("litert", artifacts[("tflite", "int8")].path, "int8"))
+    localize_rows: list = []
+    for backend, path, precision in localized:
+        with stage(f"localize {backend} {precision} (4 inputs)", localize_rows):
+            with TensorFlowRunner(raw) as reference, \
+                    load_runner(backend, path, **default_runner_options(backend, path)) as candidate:
+                block = localize(reference, candidate, sample, precision)
+        worst = max((layer["rel"] for layer in block["layers"]), default=float("nan"))
+        localize_rows[-1].update(matched=block["matched"], total=block["total"], max_rel_clean=worst,
+                                 first_divergence=(block["first_divergence"] or {}).get("layer"))
+    RESULTS["localize"] = localize_rows
+    show("localize one candidate (reference freeze + both runtimes + matching); max rel = the largest "
+         "max|Δ|/max|ref| over the matched layers of the clean export", localize_rows,
+         ["stage", "seconds", "peak_mb_above_start", "matched", "total", "max_rel_clean", "first_divergence"])
+
     args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
     console.print(f"results written to {args.out}")
 

@@ -83,6 +83,26 @@ def released_frozen(released_model):
 
 
 @pytest.fixture(scope="session")
+def released_export(released_frozen, tmp_path_factory):
+    """Export (target, precision) of the released sample once per session."""
+    from facecvt.workflows.export_artifact import export
+
+    folder = tmp_path_factory.mktemp("released_exports")
+    made = {}
+
+    def get(target, precision="fp32", **options):
+        key = (target, precision)
+        if key not in made:
+            suffix = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
+            if target in ("tflite", "coreml"):
+                options["precision"] = precision
+            made[key] = export(target, released_frozen.frozen, folder / f"facenet_{precision}{suffix}", **options)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def mobile_raw_pb(models_dir) -> Path:
     from facecvt.samples.mobile import write_mobile_face
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecvt.workflows.export_artifact import export
 from facecvt.validate.runners import load_runner
 
 from conftest import read_graph_def, run_graph
@@ -17,24 +16,6 @@ pytestmark = pytest.mark.slow
 def final_embeddings(graph_final_path, faces):
     """The classic recipe's graph (batch 1) run in TensorFlow: the embeddings every export must give."""
     return run_graph(read_graph_def(graph_final_path), faces, batch=1)
-
-
-@pytest.fixture(scope="session")
-def released_export(released_frozen, tmp_path_factory):
-    """Export (target, precision) of the released sample once per session."""
-    folder = tmp_path_factory.mktemp("released_exports")
-    made = {}
-
-    def get(target, precision="fp32", **options):
-        key = (target, precision)
-        if key not in made:
-            suffix = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
-            if target in ("tflite", "coreml"):
-                options["precision"] = precision
-            made[key] = export(target, released_frozen.frozen, folder / f"facenet_{precision}{suffix}", **options)
-        return made[key]
-
-    return get
 
 
 def embed(backend, path, faces, batch, **options):
