@@ -75,6 +75,13 @@ def test_export_writes_all_four_targets_with_a_manifest_that_matches(bundle, rel
     assert "cv2.dnn.readNetFromTensorflow" in readme and "import CoreML" in readme
 
 
+def test_export_bundle_holds_an_html_report_with_plots_and_the_model_card(bundle):
+    text = (bundle / "report.html").read_text()
+    assert text.count('<img class="distribution"') == 4 and text.count('<img class="roc"') == 1
+    assert '<table class="model-card">' in text and '<table class="candidates">' in text
+    assert str(bundle / "facenet_released_raw.onnx") in text  # the bundle's paths, not the temporary folder's
+
+
 def test_verify_passes_all_four_backends_with_pair_accuracy_one(bundle, released_raw_pb, faces_dir, tmp_path):
     report_path = tmp_path / "report.json"
     candidates = [bundle / "facenet_released_raw.pb", bundle / "facenet_released_raw.onnx",
