@@ -200,11 +200,12 @@ def _depth_figure(layers: list[dict], limit: float, first: dict | None):
     if first is not None:
         at = next(i for i, layer in enumerate(layers) if layer["layer"] == first["layer"])
         axis.axvline(at, color="#e07b00", lw=1)
-        axis.annotate(f"first divergence\n{first['layer']}", (at, rel[at]), xytext=(8, 8),
-                      textcoords="offset points", fontsize=8, color="#b3261e")
+        axis.annotate("first divergence", (at, rel[at]), xytext=(6, -14), textcoords="offset points",
+                      fontsize=8, color="#b3261e")
     axis.set_xlabel("matched layer (execution order)")
     axis.set_ylabel("max|Δ| / max|ref|")
-    axis.set_title("error along depth", fontsize=10)
+    title = "error along depth" + (f": first divergence at {first['layer']}" if first is not None else "")
+    axis.set_title(title, fontsize=9)
     axis.legend(loc="lower right")
     return figure
 

@@ -178,9 +178,11 @@ def localize_table(candidate: dict) -> Table | Text:
     table = Table(title=f"localize {name}: {block['matched']}/{block['total']} layers matched on "
                         f"{block.get('inputs', '?')} inputs, limit max|Δ|/max|ref| ≤ {block['limit']:.0e} "
                         f"({block['precision']}); {escape(found)}", title_justify="left")
-    for column in ("layer (TensorFlow node)", "op", "candidate tensor", "max|Δ|/max|ref|", "max |Δ|", "min cosine"):
-        table.add_column(column, justify="left" if column in ("layer (TensorFlow node)", "op", "candidate tensor")
-                         else "right")
+    table.add_column("layer (TensorFlow node)", overflow="fold")
+    table.add_column("op")
+    table.add_column("candidate tensor")
+    for column in ("max|Δ|/max|ref|", "max |Δ|", "min cosine"):
+        table.add_column(column, justify="right")
     for layer in shown:
         style = "bold red" if first is not None and layer["layer"] == first["layer"] else ""
         table.add_row(Text(layer["layer"], style=style), layer["op"], Text(_short(layer.get("candidate", ""))),
@@ -188,7 +190,7 @@ def localize_table(candidate: dict) -> Table | Text:
     return table
 
 
-def _short(text: str, width: int = 48) -> str:
+def _short(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
