@@ -134,3 +134,20 @@ def test_cosine_and_distance_helpers():
     b = np.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(cosine_similarity(a, b), [0.0, 0.0, 1.0])
     np.testing.assert_allclose(squared_distances(a[:1], b), [[5.0, 0.0, 1.0]])
+
+
+def test_distribution_keeps_per_input_cosines_and_a_bounded_histogram(embeddings):
+    ref, cand = embeddings
+    comparator = _feed(EmbeddingComparator(exact_values=100), ref, cand, [30, 70])
+    cand_nan = cand[:3].copy()
+    cand_nan[1, 0] = np.nan
+    comparator.update(ref[:3], cand_nan)
+    distribution = comparator.distribution()
+    cosines = np.array(distribution["cosines"])
+    assert cosines.shape == (103,) and np.isnan(cosines[101])
+    np.testing.assert_allclose(cosines[:100], cosine_similarity(ref, cand), rtol=0, atol=1e-12)
+    hist = distribution["abs_hist"]
+    assert len(hist["edges"]) == len(hist["counts"]) + 1 and len(hist["counts"]) <= 150
+    assert sum(hist["counts"]) + hist["below"] == comparator.values
+    delta = np.abs(cand.astype(np.float64) - ref)
+    assert hist["edges"][0] <= delta[delta > 1e-12].min() and hist["edges"][-1] >= delta.max()

@@ -166,6 +166,22 @@ def test_pairs_model_card(fake_backends, face_folder):
     assert "fake (reference)" in text and "100.00%" in text
 
 
+def test_html_report_with_pairs_has_the_roc_and_the_model_card(fake_backends, face_folder, tmp_path):
+    from facecvt.validate.html_report import write_html_atomic
+
+    report = verify(("fake", fake_backends["fake"]),
+                    [("fake", fake_backends["fake"]), ("fake_perturbed", fake_backends["fake_perturbed"])],
+                    InputSpec(images=face_folder, batch_size=5), pairs=face_folder / "pairs.csv")
+    roc = report["pairs"]["results"][0]["roc"]
+    assert roc["far"][0] == roc["tar"][0] == 0.0 and roc["far"][-1] == roc["tar"][-1] == 1.0
+    perturbed = report["candidates"][1]
+    assert perturbed["localize"] == {"available": False, "reason": perturbed["localize"]["reason"]}  # fakes: no layers
+    text = write_html_atomic(tmp_path / "report.html", json.loads(json.dumps(report))).read_text()
+    assert text.count('<img class="distribution"') == 2 and text.count('<img class="roc"') == 1
+    assert '<table class="model-card">' in text and "fake (reference)" in text
+    assert "Not available: the reference" in text and '<img class="depth"' not in text
+
+
 def test_lfw_layout_with_folds(fake_backends, tmp_path):
     """LFW keeps images in per-person folders and nothing at the top: the pairs alone give the inputs."""
     rng = np.random.default_rng(3)
