@@ -148,3 +148,15 @@ def test_cli_verify_localize_writes_json_and_html(tiny_reference_pb, tiny_artifa
     assert good["localize"]["first_divergence"] is None and good["localize"]["matched"] >= 8
     assert bad["localize"]["first_divergence"]["layer"] in CONV_GROUP["bgr"]
     assert html_path.read_text().count('<img class="depth"') == 2
+
+
+def test_a_fixed_batch_candidate_gets_exactly_its_batch():
+    from facecvt.validate.localize import _fit_batch
+
+    class Fixed:
+        input_shape = (3, 8, 8, 3)
+
+    x = np.ones((2, 8, 8, 3), np.float32)
+    fitted = _fit_batch(Fixed(), x)
+    assert fitted.shape == (3, 8, 8, 3) and fitted[:2].min() == 1 and fitted[2].max() == 0
+    assert _fit_batch(Fixed(), np.ones((5, 8, 8, 3), np.float32)).shape == (3, 8, 8, 3)
