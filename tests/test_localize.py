@@ -160,3 +160,18 @@ def test_a_fixed_batch_candidate_gets_exactly_its_batch():
     fitted = _fit_batch(Fixed(), x)
     assert fitted.shape == (3, 8, 8, 3) and fitted[:2].min() == 1 and fitted[2].max() == 0
     assert _fit_batch(Fixed(), np.ones((5, 8, 8, 3), np.float32)).shape == (3, 8, 8, 3)
+
+
+def test_a_tensor_is_named_after_the_reading_it_matches_even_when_others_do_not_fit(frozen, tiny_reference):
+    """'MaxPool2d;Relu': Relu's reading (32x32) does not fit a 16x16 tensor; MaxPool2d's does."""
+
+    class Exposes:
+        input_shape = (None, 64, 64, 3)
+
+        def activations(self, batch):
+            return {"Relu;MaxPool2d": tiny_reference.activations(batch, ["MaxPool2d"])["MaxPool2d"]}
+
+    from _tiny_graph import smooth_images
+
+    result = localize(tiny_reference, Exposes(), smooth_images(2))
+    assert [(layer["layer"], layer["max_abs"]) for layer in result["layers"]] == [("MaxPool2d", 0.0)]

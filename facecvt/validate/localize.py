@@ -66,11 +66,11 @@ def localize(reference, candidate, batch: np.ndarray, precision: str = "fp32") -
 
     best: dict[str, dict] = {}
     for name, value in exposed.items():
-        scored = [score for node in readings[name]
+        scored = [(node, score) for node in readings[name]
                   if (score := _compare(ref_values[node][:count], np.asarray(value)[:count])) is not None]
         if not scored:
             continue
-        node, score = min(((node, s) for node, s in zip(readings[name], scored)), key=lambda item: item[1]["rel"])
+        node, score = min(scored, key=lambda item: item[1]["rel"])
         if node not in best or score["rel"] < best[node]["rel"]:
             best[node] = {"layer": node, "op": matcher.ops[node], **score, "candidate": name}
     matched = sorted(best.values(), key=lambda entry: matcher.order[entry["layer"]])

@@ -65,11 +65,14 @@ class TensorFlowRunner(Runner):
             self._clean = freeze(self.model).frozen
         return self._clean
 
-    def layers(self) -> list[tuple[str, str]]:
-        """(node name, op) of the clean graph's float-valued layers, in execution order."""
+    def _clean_graph_session(self):
         if self._clean_session is None:
             self._clean_session = self._session(self.clean_graph.graph_def)
-        graph = self._clean_session.graph
+        return self._clean_session
+
+    def layers(self) -> list[tuple[str, str]]:
+        """(node name, op) of the clean graph's float-valued layers, in execution order."""
+        graph = self._clean_graph_session().graph
         return [(op.name, op.type) for op in graph.get_operations()
                 if op.type not in NOT_LAYERS and op.outputs and op.outputs[0].dtype.is_floating]
 
@@ -77,7 +80,7 @@ class TensorFlowRunner(Runner):
         """The clean graph's value at each node of `names` (default: every layer) for `batch`."""
         names = [name for name, _ in self.layers()] if names is None else list(names)
         clean = self.clean_graph
-        values = self._clean_session.run([f"{name}:0" for name in names],
+        values = self._clean_graph_session().run([f"{name}:0" for name in names],
                                          {f"{clean.input_name}:0": self.checked_batch(batch)})
         return dict(zip(names, values))
 
