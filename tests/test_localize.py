@@ -175,3 +175,22 @@ def test_a_tensor_is_named_after_the_reading_it_matches_even_when_others_do_not_
 
     result = localize(tiny_reference, Exposes(), smooth_images(2))
     assert [(layer["layer"], layer["max_abs"]) for layer in result["layers"]] == [("MaxPool2d", 0.0)]
+
+
+def test_nothing_matched_is_said_not_reported_as_no_divergence(tiny_reference):
+    from rich.console import Console
+
+    from facecvt.validate.report import localize_table
+
+    class Foreign:
+        backend = "foreign"
+        input_shape = (None, 64, 64, 3)
+
+        def activations(self, batch):
+            return {"layer_7": np.zeros((len(batch), 32, 32, 16), np.float32)}
+
+    block = localize(tiny_reference, Foreign(), np.zeros((2, 64, 64, 3), np.float32))
+    assert block["matched"] == 0 and block["first_divergence"] is None and "none of the 1 tensors" in block["note"]
+    console = Console(record=True, width=200, color_system=None)
+    console.print(localize_table({"backend": "foreign", "path": "m", "localize": {"available": True, **block}}))
+    assert "not exported from this graph" in console.export_text()

@@ -111,6 +111,8 @@ def _localize_html(candidate: dict, block: dict, title: str) -> str:
     if not block.get("available", True):
         return f"<h3>Localisation</h3><p>Not available: {_e(block['reason'])}</p>"
     first = block.get("first_divergence")
+    if not block.get("layers"):
+        return f"<h3>Localisation</h3><p>{_e(block.get('note', 'no layer matched'))}</p>"
     found = (f"first divergence at <code>{_e(first['layer'])}</code> ({_e(first['op'])})" if first
              else "no layer beyond the limit")
     text = (f"<h3>Localisation</h3><p>{block['matched']}/{block['total']} reference layers matched on "

@@ -76,8 +76,12 @@ def localize(reference, candidate, batch: np.ndarray, precision: str = "fp32") -
     matched = sorted(best.values(), key=lambda entry: matcher.order[entry["layer"]])
     limit = RELATIVE_LIMITS.get(precision, RELATIVE_LIMITS["fp32"])
     first = next((entry for entry in matched if not entry["rel"] <= limit), None)
-    return {"matched": len(matched), "total": len(layers), "precision": precision, "limit": limit,
-            "inputs": count, "first_divergence": first, "layers": matched}
+    block = {"matched": len(matched), "total": len(layers), "precision": precision, "limit": limit,
+             "inputs": count, "first_divergence": first, "layers": matched}
+    if not matched:  # a null first_divergence must not read as "no divergence"
+        block["note"] = (f"none of the {len(exposed)} tensors {candidate.backend} exposes matches a reference "
+                         f"layer by name and shape: the artifact was not exported from this graph by facecvt")
+    return block
 
 
 def _fit_batch(runner, batch: np.ndarray) -> np.ndarray:

@@ -170,6 +170,8 @@ def localize_table(candidate: dict) -> Table | Text:
         return Text.from_markup(f"[bold]localize[/] {name}: not available ({escape(block['reason'])})")
     first = block.get("first_divergence")
     layers = block.get("layers", [])
+    if not layers:
+        return Text.from_markup(f"[bold]localize[/] {name}: {escape(block.get('note', 'no layer matched'))}")
     if first is None:
         shown, found = layers[-LAYERS_BEFORE:], "no layer beyond the limit"
     else:
