@@ -1,4 +1,5 @@
-"""Load any accepted input (frozen .pb, text .pbtxt, checkpoint folder) into one in-memory model."""
+"""Load any accepted input into one in-memory model: a frozen .pb, a text .pbtxt, a checkpoint folder,
+a SavedModel folder (core/saved_model.py), a Keras .keras or legacy .h5 file (core/keras_loader.py)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ class Model:
 
     graph_def: object
     path: Path
-    kind: str  # "pb", "pbtxt" or "checkpoint"
+    kind: str  # "pb", "pbtxt", "checkpoint", "saved_model", "keras" or "h5"
     input_name: str
     output_name: str
     input_shape: tuple  # NHWC, batch None when dynamic
     training_flags: dict = field(default_factory=dict)  # name -> inference value
     extra_outputs: list = field(default_factory=list)  # other sinks, dropped by freeze
+    loader: str = ""  # which reader read the file
+    found: dict = field(default_factory=dict)  # what the loader found (classes, layers, name mapping)
+    unfrozen_variables: list = field(default_factory=list)  # variable nodes a frozen .pb still holds
 
     @property
     def nodes(self) -> dict:
@@ -227,35 +231,79 @@ def _input_shape(graph_def, name: str) -> tuple:
     return shape
 
 
+VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
+LOADERS = {"pb": "GraphDef (binary)", "pbtxt": "GraphDef (text)",
+           "checkpoint": "checkpoint (import_meta_graph + restore, frozen as facenet's freeze_graph does)"}
+
+
+def _read_any(path: Path, output_name, signature, custom_objects):
+    """(graph_def, kind, LoadedGraph or None) of any accepted input."""
+    from facecvt.core.keras_loader import H5_SUFFIXES, KERAS_SUFFIXES, load_keras_file
+    from facecvt.core.saved_model import is_saved_model, load_saved_model
+
+    suffix = path.suffix.lower()
+    if path.name == "saved_model.pb":  # the graph file of a SavedModel: read the whole folder
+        path = path.parent
+    if path.is_dir():
+        if is_saved_model(path):
+            loaded = load_saved_model(path, signature)
+            return loaded.graph_def, loaded.kind, loaded
+        outputs = [node_name(output_name)] if output_name else None
+        return _freeze_checkpoint(path, outputs), "checkpoint", None
+    if suffix in KERAS_SUFFIXES + H5_SUFFIXES:
+        loaded = load_keras_file(path, custom_objects)
+        return loaded.graph_def, loaded.kind, loaded
+    if suffix in (".onnx", ".tflite", ".mlmodel"):
+        raise FacecvtError(f"{path} is a {path.suffix} file, already exported; facecvt converts TensorFlow and "
+                           f"Keras models (.pb, checkpoint or SavedModel folder, .keras, .h5)")
+    try:
+        graph_def, kind = _read_graph_def(path)
+    except OSError as error:
+        raise FacecvtError(f"cannot read {path}: {error.strerror}") from None
+    return graph_def, kind, None
+
+
+def unfrozen_variables(graph_def) -> list:
+    """Variable nodes a 'frozen' GraphDef still holds (a freezer that kept only some scopes)."""
+    return [n.name for n in graph_def.node if n.op in VARIABLE_OPS]
+
+
+def unfrozen_variables_message(path: Path, names: list) -> str:
+    return (f"{path} still holds {len(names)} variables that were never frozen (e.g. {names[0]!r}: the "
+            f"freezer kept only some scopes as constants); use the checkpoint folder (.meta, .index, "
+            f".data-*) as the input instead")
+
+
 def load_model(path, *, input_name: str | None = None, output_name: str | None = None,
-               set_values: dict | None = None) -> Model:
-    """Read `path` (a .pb, .pbtxt or checkpoint folder) and find its input, output and flags."""
+               set_values: dict | None = None, signature: str | None = None, custom_objects=None,
+               allow_variables: bool = False) -> Model:
+    """Read `path` (any accepted input) and find its input, output and flags.
+
+    `signature` chooses a SavedModel's signature (default `serving_default`); `custom_objects` is a
+    Python file defining a Keras model's custom layers and functions. A GraphDef that still holds
+    variables is refused (use its checkpoint) unless `allow_variables` (for `inspect`).
+    """
     path = Path(path)
     if not path.exists():
         raise FacecvtError(f"{path} does not exist")
-    if path.is_dir():
-        if (path / "saved_model.pb").exists():
-            raise FacecvtError(f"{path} is a SavedModel; facecvt reads frozen .pb files and checkpoint folders "
-                               f"(freeze it with convert_variables_to_constants_v2 first)")
-        graph_def, kind = _freeze_checkpoint(path, [node_name(output_name)] if output_name else None), "checkpoint"
-    elif path.suffix.lower() in (".onnx", ".tflite", ".mlmodel", ".h5", ".keras"):
-        raise FacecvtError(f"{path} is a {path.suffix} file; facecvt converts TensorFlow graphs "
-                           f"(frozen .pb or checkpoint folder)")
-    else:
-        try:
-            graph_def, kind = _read_graph_def(path)
-        except OSError as error:
-            raise FacecvtError(f"cannot read {path}: {error.strerror}") from None
+    graph_def, kind, loaded = _read_any(path, output_name, signature, custom_objects)
+    variables = unfrozen_variables(graph_def)
+    if variables and not allow_variables:
+        raise FacecvtError(unfrozen_variables_message(path, variables))
     _check_references(graph_def, path)
     _check_ops(graph_def, path)
     _check_importable(graph_def, path)
     flags = training_flags(graph_def, _parse_set_values(graph_def, set_values))
     inp = _find_input(graph_def, flags, input_name)
     outputs = _find_outputs(graph_def, output_name)
+    if loaded is not None and not output_name:
+        outputs = list(loaded.outputs) + [o for o in outputs if o not in loaded.outputs]
     if not output_name:
         outputs = _rank_outputs(graph_def, inp, outputs)
     return Model(graph_def=graph_def, path=path, kind=kind, input_name=inp, output_name=outputs[0],
-                 input_shape=_input_shape(graph_def, inp), training_flags=flags, extra_outputs=outputs[1:])
+                 input_shape=_input_shape(graph_def, inp), training_flags=flags, extra_outputs=outputs[1:],
+                 loader=loaded.loader if loaded else LOADERS[kind], found=loaded.found if loaded else {},
+                 unfrozen_variables=variables)
 
 
 def _rank_outputs(graph_def, input_name: str, sinks: list) -> list:

@@ -101,7 +101,8 @@ def _fold_scale(graph_def, nodes, users, x_ref: str, scale: np.ndarray) -> bool:
         return False
     weights_node = _weights_node(nodes, producer)
     if len(users[weights_node.name]) != 1:  # shared weights: give this layer its own copy
-        copy = make_const(graph_def, weights_node.name + "/folded", const_value(weights_node))
+        make_const(graph_def, weights_node.name + "/folded", const_value(weights_node))
+        copy = graph_def.node[-1]  # make_const appends a copy: scale the node in the graph
         producer.input[1] = copy.name
         nodes[copy.name] = copy
         users[copy.name] = [(producer, 1)]
@@ -154,6 +155,8 @@ def fold_batch_norms(graph_def, ctx) -> str:
                if node_name(r) == node.name):
             continue  # batch statistics are read: not an inference batch norm
         bias_name = make_const(graph_def, f"{node.name}/bias", bias).name
+        bias_node = graph_def.node[-1]  # make_const appends a copy: track the node in the graph
+        nodes[bias_name], users[bias_name] = bias_node, [(node, 1)]  # a batch norm right after may fold through it
         x_ref = node.input[0]
         if _fold_scale(graph_def, nodes, users, x_ref, s):
             _as_bias_add(node, x_ref, bias_name, node.attr["T"])
