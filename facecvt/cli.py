@@ -66,7 +66,9 @@ def debug_option(func):
 
 
 def model_options(func):
-    """--input/--output/--set/--batch, shared by every command that freezes a model."""
+    """--input/--output/--set/--batch/--signature/--custom-objects, shared by every command that freezes
+    a model."""
+    func = signature_options(func)
     func = click.option("--batch", default="dynamic", show_default=True, metavar="dynamic|N",
                         help="Batch size of the exported input: dynamic (any), or a fixed N.")(func)
     func = click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE",
@@ -75,6 +77,16 @@ def model_options(func):
                         help="Embedding output node (default: 'embeddings', else the graph's sink).")(func)
     func = click.option("--input", "input_name", metavar="NAME",
                         help="Image input node (default: 'input', else the float image placeholder).")(func)
+    return func
+
+
+def signature_options(func):
+    """--signature (SavedModel) and --custom-objects (Keras), for every command that loads a model."""
+    func = click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
+                        help="Python file defining a Keras model's custom layers and Lambda functions "
+                             "(its public callables and classes are passed to Keras).")(func)
+    func = click.option("--signature", metavar="NAME",
+                        help="SavedModel signature to convert (default: serving_default).")(func)
     return func
 
 
@@ -145,8 +157,9 @@ def sample_facenet(out, weights, embedding_size, fmt, seed, force):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--input", "input_name", metavar="NAME", help="Image input node.")
 @click.option("--output", "output_name", metavar="NAME", help="Embedding output node.")
+@signature_options
 @debug_option
-def inspect(model, as_json, input_name, output_name):
+def inspect(model, as_json, input_name, output_name, signature, custom_objects):
     """Show MODEL's inputs and outputs, its op histogram, the training structure found
     (flags, Switch/Merge, If, batch norms, dropout, queues, extra outputs) and what freeze will do."""
     from facecvt.core.console import out, step
@@ -154,7 +167,8 @@ def inspect(model, as_json, input_name, output_name):
     from facecvt.workflows.inspect_model import inspect_model, render_inspect
 
     with step(f"loading {model}"):
-        report = inspect_model(load_model(model, input_name=input_name, output_name=output_name))
+        report = inspect_model(load_model(model, input_name=input_name, output_name=output_name, signature=signature,
+                                          custom_objects=custom_objects, allow_variables=True))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -169,7 +183,7 @@ def inspect(model, as_json, input_name, output_name):
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the pass reports as JSON.")
 @debug_option
-def freeze(model, out, input_name, output_name, set_values, batch, force, json_path):
+def freeze(model, out, input_name, output_name, set_values, batch, signature, custom_objects, force, json_path):
     """Turn MODEL (raw training graph or checkpoint) into a clean inference graph: training flags set,
     dead cond branches pruned, If inlined, updates and control edges dropped, batch norms folded,
     dynamic-batch input, unused nodes stripped. Input and output names are kept."""
@@ -177,7 +191,7 @@ def freeze(model, out, input_name, output_name, set_values, batch, force, json_p
     from facecvt.core.console import out as console
 
     check_destination(out, force)
-    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
     with atomic_output(out, force) as tmp:
         tmp.write_bytes(result.frozen.graph_def.SerializeToString())
     from facecvt.core.console import err
@@ -223,9 +237,11 @@ def export_command(target, help_text, extra_options=()):
         @click.option("--force", is_flag=True, help="Overwrite an existing output.")
         @debug_option
         @functools.wraps(func)
-        def command(model, out, input_name, output_name, set_values, batch, force, **options):
+        def command(model, out, input_name, output_name, set_values, batch, signature, custom_objects, force,
+                    **options):
             options = func(**options) or options
-            _export_command(target, model, out, force, options, (input_name, output_name, set_values, batch))
+            _export_command(target, model, out, force, options,
+                            (input_name, output_name, set_values, batch, signature, custom_objects))
 
         for option in reversed(extra_options):
             command = option(command)
@@ -378,7 +394,7 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")
 @debug_option
 def export_command(model, out, targets, precisions, images, pairs, preprocess, input_name, output_name, set_values,
-                   batch, force, json_path):
+                   batch, signature, custom_objects, force, json_path):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
@@ -395,7 +411,7 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
 
         list_images(images)
     started = time.perf_counter()
-    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch)
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
                                         progress=lambda m: err.print(f"[dim]{m}[/]"))

@@ -42,6 +42,8 @@ BACKENDS = (REFERENCE_BACKEND, *(t.backend for t in TARGETS.values()))
 BACKEND_ALIASES = {"tf": "tensorflow", "cv2": "opencv", "ort": "onnxruntime", "onnx": "onnxruntime",
                    "tflite": "litert"}
 # suffix -> backend of a candidate; `.pb` is the reference's when it is the reference (see backend_for)
+# files only TensorFlow (through Keras) runs: the loaders' inputs, never an export
+TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
 SUFFIX_BACKEND = {**{t.suffix: t.backend for t in TARGETS.values() if t.suffix != ".pb"}, ".mlmodel": "coreml"}
 
 # Core ML metadata keys with which an image-input export records its baked-in preprocessing.
@@ -84,13 +86,16 @@ def target_of_backend(backend: str) -> Target | None:
 
 
 def backend_for(path: str | Path, role: str = "candidate") -> str:
-    """The backend a path implies: `.pb` is opencv as a candidate, tensorflow as the reference."""
+    """The backend a path implies: `.pb` is opencv as a candidate, tensorflow as the reference; Keras
+    files and SavedModel folders are TensorFlow's (they are models to convert, never exports)."""
     from facecvt.core.errors import FacecvtError
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SUFFIX_BACKEND:
         return SUFFIX_BACKEND[suffix]
+    if suffix in TENSORFLOW_SUFFIXES or (path.is_dir() and (path / "saved_model.pb").is_file()):
+        return REFERENCE_BACKEND
     if suffix in (".pb", ".pbtxt") or path.is_dir():
         return REFERENCE_BACKEND if role == "reference" else "opencv"
     raise FacecvtError(

@@ -32,11 +32,12 @@ def parse_set(values) -> dict:
     return parsed
 
 
-def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic"):
+def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
+                    signature=None, custom_objects=None):
     """Load MODEL and run the freeze pipeline; returns (model, FreezeResult)."""
     with step(f"loading {model_path}"):
         model = load_model(model_path, input_name=input_name, output_name=output_name,
-                           set_values=parse_set(set_values))
+                           set_values=parse_set(set_values), signature=signature, custom_objects=custom_objects)
     with step("freezing"):
         result = freeze(model, batch=parse_batch(batch))
     return model, result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from facecvt.graph_ops.fold import is_inference_batch_norm
 from facecvt.graph_ops.graph import op_histogram
-from facecvt.core.model import Model, describe_training_structure
+from facecvt.core.model import Model, describe_training_structure, unfrozen_variables_message
 
 
 def inference_batch_norms(graph_def) -> int:
@@ -16,6 +16,8 @@ def inference_batch_norms(graph_def) -> int:
 
 def freeze_plan(model: Model, structure: dict) -> list:
     """One line per piece of training structure: what `freeze` will do about it."""
+    if model.unfrozen_variables:
+        return [f"refuse: {unfrozen_variables_message(model.path, model.unfrozen_variables)}"]
     plan = []
     for name, value in model.training_flags.items():
         plan.append(f"set training flag {name} to {value}")
@@ -50,6 +52,9 @@ def inspect_model(model: Model) -> dict:
     return {
         "path": str(model.path),
         "kind": model.kind,
+        "loader": model.loader,
+        "found": model.found,
+        "unfrozen_variables": len(model.unfrozen_variables),
         "nodes": len(model.graph_def.node),
         "inputs": [{"name": model.input_name, "op": nodes[model.input_name].op,
                     "shape": list(model.input_shape), "dtype": "float32"}],
@@ -70,6 +75,12 @@ def inspect_model(model: Model) -> dict:
 def render_inspect(report: dict, console) -> None:
     """The `inspect` report as lines a person reads top to bottom."""
     console.print(f"[bold]{report['path']}[/] ({report['kind']}, {report['nodes']} nodes)")
+    console.print(f"  read by {report['loader']}")
+    if report["unfrozen_variables"]:
+        console.print(f"  [bold red]{report['unfrozen_variables']} variables were never frozen[/]: this .pb is not a "
+                      f"frozen graph; convert its checkpoint folder (.meta, .index, .data-*) instead")
+    for key, value in report["found"].items():
+        console.print(f"  {key.replace('_', ' ')}: {value}")
     for item in report["inputs"]:
         console.print(f"  input   {item['name']}  {item['op']}  shape {item['shape']}  {item['dtype']}")
     for item in report["outputs"]:

@@ -11,7 +11,8 @@ NOT_LAYERS = frozenset({"Const", "Placeholder", "PlaceholderWithDefault", "Ident
 
 
 class TensorFlowRunner(Runner):
-    """Runs MODEL (raw training graph, checkpoint or clean graph) with training flags at their
+    """Runs MODEL (raw training graph, checkpoint, clean graph, SavedModel or Keras file, the latter two
+    through their loaders' frozen inference graph) with training flags at their
     inference values (`phase_train=False`), feeding the image input by name.
 
     A graph whose input is fixed to batch N is fed N images at a time (the last chunk padded).
@@ -22,12 +23,13 @@ class TensorFlowRunner(Runner):
     backend = "tensorflow"
 
     def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None,
-                 clean=None):
+                 clean=None, signature=None, custom_objects=None):
         super().__init__(path)
         from facecvt.core.model import load_model
 
         self.model = model or load_model(path, input_name=input_name, output_name=output_name,
-                                          set_values=set_values)
+                                          set_values=set_values, signature=signature,
+                                          custom_objects=custom_objects)
         self._threads = threads
         self.session = self._session(self.model.graph_def)
         self.feeds = {f"{name}:0": value for name, value in self.model.training_flags.items()}
