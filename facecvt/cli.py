@@ -152,6 +152,30 @@ def sample_facenet(out, weights, embedding_size, fmt, seed, force):
                   + ", ".join(p.name for p in paths))
 
 
+@sample.command("mtcnn")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The .pb to write.")
+@click.option("--net", type=click.Choice(["pnet", "rnet", "onet"]), required=True,
+              help="pnet: any input size, outputs prob + box; rnet (24x24): prob, box; onet (48x48): prob, box, "
+                   "landmarks.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path),
+              help="Folder with det1.npy, det2.npy, det3.npy (default: ../shared/mtcnn or $FACECVT_MTCNN).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@debug_option
+def sample_mtcnn(out, net, weights_dir, force):
+    """Write one MTCNN face-detector net, built from the released weights as facenet builds it, as a
+    frozen graph with all its outputs (input scaled (x-127.5)*0.0078125)."""
+    from facecvt.core.atomic import atomic_output, check_destination
+    from facecvt.core.console import out as console
+    from facecvt.samples.mtcnn import OUTPUTS, mtcnn_graph_def
+
+    check_destination(out, force)
+    graph_def = mtcnn_graph_def(net, weights_dir)
+    with atomic_output(out, force) as tmp:
+        tmp.write_bytes(graph_def.SerializeToString())
+    console.print(f"wrote {out} ({net}, {len(graph_def.node)} nodes): input {net}/input, outputs "
+                  + ", ".join(OUTPUTS[net]))
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
