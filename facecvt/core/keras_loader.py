@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -59,13 +60,15 @@ def load_keras_file(path: Path, custom_objects_path=None) -> LoadedGraph:
     """Read a `.keras` or `.h5` file and freeze its inference call."""
     custom = custom_objects_from(custom_objects_path)
     suffix = path.suffix.lower()
-    if suffix in KERAS_SUFFIXES:
-        model, reader = _load_keras3(path, custom), _keras_version("keras 3 (.keras)")
-        kind = "keras"
-    else:
-        model, reader = _load_h5(path, custom)
-        kind = "h5"
-    return keras_model_graph(model, kind=kind, loader=reader)
+    with warnings.catch_warnings():  # Keras warns about legacy formats and Lambda modules on stderr
+        warnings.simplefilter("ignore")
+        if suffix in KERAS_SUFFIXES:
+            model, reader = _load_keras3(path, custom), _keras_version("keras 3 (.keras)")
+            kind = "keras"
+        else:
+            model, reader = _load_h5(path, custom)
+            kind = "h5"
+        return keras_model_graph(model, kind=kind, loader=reader)
 
 
 def _keras_version(label: str) -> str:

@@ -1,0 +1,148 @@
+"""Inputs other tools write: TF1 and TF2 SavedModels, a .pb that still holds variables, Keras files with
+custom layers; and the bad ones among them (exit 2, one line naming problem and fix, nothing written)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facecvt.cli import main
+from facecvt.core.model import load_model
+from facecvt.graph_ops.pipeline import TRAINING_OPS, freeze
+from facecvt.samples import foreign_inputs
+
+from conftest import run_graph
+from test_bad_input import assert_clean_failure
+
+CUSTOM_LAYER = '''
+import keras
+
+
+class L2Scale(keras.layers.Layer):
+    """Scales each pixel's channels by a learned factor."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(11).normal(0, 1, (4, 16, 16, 3)).astype(np.float32)
+
+
+def test_tf1_saved_model_of_a_training_graph_freezes(tmp_path, images):
+    folder = tmp_path / "tf1_saved_model"
+    expected = foreign_inputs.write_tf1_saved_model(folder, images)
+    model = load_model(folder)
+    assert model.kind == "saved_model" and "TF1" in model.loader and model.found["format"] == "TF1 SavedModel"
+    assert (model.input_name, model.output_name) == ("input", "embeddings")
+    assert model.training_flags == {"phase_train": False}
+    frozen = freeze(model).frozen
+    assert not {n.op for n in frozen.graph_def.node} & TRAINING_OPS
+    assert np.abs(run_graph(frozen.graph_def, images) - expected).max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def module_saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tf2") / "tiny_module"
+    module = foreign_inputs.write_tf2_module_saved_model(folder, signature="embed")
+    return folder, module
+
+
+def test_tf2_saved_model_signature_is_chosen_by_name(module_saved_model, images):
+    folder, module = module_saved_model
+    model = load_model(folder, signature="embed")
+    assert (model.input_name, model.output_name) == ("face", "vector")
+    assert model.found["signatures"] == ["embed"] and model.found["outputs"] == {"vector": "vector"}
+    frozen = freeze(model).frozen
+    expected = module(images)["vector"].numpy()
+    assert np.abs(run_graph(frozen.graph_def, images, "face", "vector") - expected).max() <= 1e-5
+
+
+def test_saved_model_without_the_asked_signature(module_saved_model, tmp_path):
+    folder, _ = module_saved_model
+    out = tmp_path / "m.pb"
+    line = assert_clean_failure(invoke("freeze", folder, "-o", out), 2, "serving_default", "embed", "--signature")
+    assert "no signature" in line and not out.exists()
+    assert_clean_failure(invoke("to-onnx", folder, "-o", tmp_path / "m.onnx", "--signature", "embedd"), 2,
+                         "'embedd'", "did you mean")
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_that_is_not_a_tensor_of_the_graph(module_saved_model, tmp_path):
+    folder, _ = module_saved_model
+    out = tmp_path / "m.tflite"
+    assert_clean_failure(invoke("to-tflite", folder, "-o", out, "--signature", "embed", "--output", "vectr"), 2,
+                         "--output", "vectr", "vector")
+    assert not out.exists()
+
+
+def test_pb_with_leftover_variables_says_so_and_its_checkpoint_freezes(tmp_path):
+    pb, checkpoint = foreign_inputs.write_partly_frozen(tmp_path / "partly_frozen.pb", tmp_path / "checkpoint")
+    report = invoke("inspect", pb)
+    assert report.exit_code == 0, report.output
+    text = " ".join(report.stdout.split())
+    assert "variables were never frozen" in text and "checkpoint folder" in text
+    out = tmp_path / "clean.pb"
+    line = assert_clean_failure(invoke("freeze", pb, "-o", out), 2, "never frozen", "checkpoint folder")
+    assert "cond predicate" not in line and not out.exists()
+    result = invoke("freeze", checkpoint, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+
+
+@pytest.fixture(scope="module")
+def custom_layer_files(tmp_path_factory):
+    """A Keras 3 .keras and a Keras-2 .h5 (written by tf_keras), both using the unregistered layer L2Scale."""
+    import keras
+    import tf_keras
+
+    folder = tmp_path_factory.mktemp("custom_layer")
+    (folder / "layers_file.py").write_text(CUSTOM_LAYER)
+    namespace = {}
+    exec(compile(CUSTOM_LAYER, "layers_file.py", "exec"), namespace)
+
+    class L2Scale(tf_keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale
+
+    files = {}
+    for name, api, layer in (("keras", keras, namespace["L2Scale"]), ("h5", tf_keras, L2Scale)):
+        inputs = api.Input((16, 16, 3), name="input")
+        net = layer(name="l2_scale")(api.layers.Conv2D(4, 3, name="conv")(inputs))
+        outputs = api.layers.Dense(8, name="embedding")(api.layers.GlobalAveragePooling2D(name="pool")(net))
+        model = api.Model(inputs, outputs)
+        files[name] = folder / ("custom.keras" if name == "keras" else "custom_keras2.h5")
+        model.save(files[name])
+    files["custom_objects"] = folder / "layers_file.py"
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_file_with_an_unknown_custom_layer(custom_layer_files, tmp_path, fmt):
+    out = tmp_path / "m.onnx"
+    assert_clean_failure(invoke("to-onnx", custom_layer_files[fmt], "-o", out), 2, "'L2Scale'", "--custom-objects")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_custom_objects_file_supplies_the_layer(custom_layer_files, tmp_path):
+    out = tmp_path / "m.pb"
+    result = invoke("freeze", custom_layer_files["keras"], "-o", out, "--custom-objects",
+                    custom_layer_files["custom_objects"])
+    assert result.exit_code == 0, result.output
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('no')\n")
+    assert_clean_failure(invoke("inspect", custom_layer_files["keras"], "--custom-objects", bad), 2,
+                         "broken.py", "RuntimeError")
