@@ -146,3 +146,24 @@ def test_custom_objects_file_supplies_the_layer(custom_layer_files, tmp_path):
     bad.write_text("raise RuntimeError('no')\n")
     assert_clean_failure(invoke("inspect", custom_layer_files["keras"], "--custom-objects", bad), 2,
                          "broken.py", "RuntimeError")
+
+
+def test_keras2_h5_lambda_code_loads_in_keras3(tmp_path, images):
+    """A Keras-2 .h5 stores a Lambda's Python code; Keras 3's legacy loader runs it (safe mode off)."""
+    import tf_keras
+
+    inputs = tf_keras.Input((16, 16, 3), name="input")
+    net = tf_keras.layers.Conv2D(6, 3, name="conv")(inputs)
+    net = tf_keras.layers.BatchNormalization(name="bn")(net)
+    net = tf_keras.layers.Lambda(lambda x, scale: x * scale, arguments={"scale": 0.17}, name="scaling")(net)
+    net = tf_keras.layers.Dense(5, name="embedding")(tf_keras.layers.GlobalAveragePooling2D()(net))
+    model = tf_keras.Model(inputs, net)
+    model.get_layer("bn").set_weights([np.full(6, 1.5, np.float32), np.full(6, 0.2, np.float32),
+                                       np.full(6, 0.3, np.float32), np.full(6, 2.0, np.float32)])
+    model.save(tmp_path / "lambda_keras2.h5")
+    loaded = load_model(tmp_path / "lambda_keras2.h5")
+    assert "legacy HDF5 loader" in loaded.loader and "Keras 2.21" in loaded.loader
+    assert loaded.found["layer_kinds"]["Lambda"] == 1
+    frozen = freeze(loaded).frozen
+    expected = model(images, training=False).numpy()
+    assert np.abs(run_graph(frozen.graph_def, images, "input", "embedding") - expected).max() <= 1e-5

@@ -139,11 +139,13 @@ def _all_layers(model):
 
 
 def save_all_formats(model, folder: Path, stem: str, *, keras2_model=None) -> dict:
-    """Write `model` as `.keras`, Keras-3 `.h5` and SavedModel (`model.export`), and `keras2_model`
-    (the same network built with tf_keras) as a Keras-2 `.h5`. Returns format -> path."""
+    """Write `model` as `.keras`, Keras-3 legacy `.h5` and SavedModel (`model.export`), and
+    `keras2_model` (the same network built with tf_keras) as a Keras-2 `.h5`. Returns format -> path."""
     folder = Path(folder)
-    paths = {"keras": folder / f"{stem}.keras", "saved_model": folder / f"{stem}_saved_model"}
+    paths = {"keras": folder / f"{stem}.keras", "h5_keras3": folder / f"{stem}_keras3.h5",
+             "saved_model": folder / f"{stem}_saved_model"}
     model.save(paths["keras"])
+    model.save(paths["h5_keras3"])
     model.export(str(paths["saved_model"]), verbose=False)
     if keras2_model is not None:
         paths["h5"] = folder / f"{stem}_keras2.h5"
