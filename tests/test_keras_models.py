@@ -73,7 +73,7 @@ def frozen_by_format(mobile_files):
 def test_each_format_freezes_to_the_keras_inference_outputs(frozen_by_format, mobile_files, fmt):
     _, x, expected = mobile_files
     model, frozen = frozen_by_format[fmt]
-    assert model.kind == fmt.split("_")[0] and model.input_name == "input"
+    assert model.kind == fmt.replace("_keras3", "") and model.input_name == "input"
     assert model.output_name == ("output_0" if fmt == "saved_model" else "embedding")
     assert not model.training_flags
     ops = {n.op for n in frozen.graph_def.node}
@@ -156,8 +156,8 @@ def test_verify_takes_a_keras_file_as_the_reference(mobile_files, frozen_by_form
 
 
 @pytest.mark.slow
-def test_resnet50v2_keras_and_keras2_h5_export_to_onnx_and_tflite(tmp_path):
-    """keras.applications.ResNet50V2(weights=None) at 112x112 with the embedding head (~40 s)."""
+def test_resnet50v2_in_every_format_exports_to_onnx_and_tflite(tmp_path):
+    """keras.applications.ResNet50V2(weights=None) at 112x112 with the embedding head, in all three formats."""
     import keras
     import tf_keras
 
@@ -167,14 +167,14 @@ def test_resnet50v2_keras_and_keras2_h5_export_to_onnx_and_tflite(tmp_path):
     keras_faces.randomize_batch_norms(model, seed=2)
     keras2 = keras_faces.resnet50v2(tf_keras, embedding_size=128)
     keras_faces.copy_weights(model, keras2)
-    model.save(tmp_path / "r50.keras")
-    keras2.save(tmp_path / "r50_keras2.h5")
+    paths = keras_faces.save_all_formats(model, tmp_path, "r50", keras2_model=keras2)
     x = face_like(3, seed=4)
     expected = keras_faces.reference_outputs(model, x)
-    for path, target, suffix, backend in ((tmp_path / "r50.keras", "onnx", ".onnx", "onnxruntime"),
-                                          (tmp_path / "r50_keras2.h5", "tflite", ".tflite", "litert")):
+    for path, target, suffix, backend in ((paths["keras"], "onnx", ".onnx", "onnxruntime"),
+                                          (paths["h5"], "tflite", ".tflite", "litert"),
+                                          (paths["saved_model"], "tflite", ".tflite", "litert")):
         frozen = freeze(load_model(path)).frozen
         assert not {n.op for n in frozen.graph_def.node} & TRAINING_OPS
-        result = export(target, frozen, tmp_path / f"r50{suffix}")
+        result = export(target, frozen, tmp_path / f"r50_{path.stem}{suffix}")
         with load_runner(backend, result.path) as runner:
             assert relative_error(runner.embed(x), expected) <= 1e-4, (path, target)

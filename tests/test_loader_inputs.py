@@ -167,3 +167,43 @@ def test_keras2_h5_lambda_code_loads_in_keras3(tmp_path, images):
     frozen = freeze(loaded).frozen
     expected = model(images, training=False).numpy()
     assert np.abs(run_graph(frozen.graph_def, images, "input", "embedding") - expected).max() <= 1e-5
+
+
+def malformed_inputs(folder) -> dict:
+    """name -> a Keras file or SavedModel folder that is broken the way files get broken."""
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    files = {"keras_not_zip": folder / "model.keras", "keras_empty_zip": folder / "empty.keras",
+             "h5_random": folder / "random.h5", "h5_weights_only": folder / "weights.h5",
+             "saved_model_garbage": folder / "garbage_saved_model"}
+    files["keras_not_zip"].write_bytes(rng.bytes(3000))
+    with zipfile.ZipFile(files["keras_empty_zip"], "w") as archive:
+        archive.writestr("notes.txt", "nothing here")
+    files["h5_random"].write_bytes(rng.bytes(3000))
+    import h5py
+
+    with h5py.File(files["h5_weights_only"], "w") as handle:
+        handle.create_dataset("conv/kernel", data=np.zeros((3, 3, 3, 4), np.float32))
+    files["saved_model_garbage"].mkdir()
+    (files["saved_model_garbage"] / "saved_model.pb").write_bytes(b"\x0a\xff\xff" + rng.bytes(200))
+    return files
+
+
+@pytest.mark.parametrize("case", ["keras_not_zip", "keras_empty_zip", "h5_random", "h5_weights_only",
+                                  "saved_model_garbage"])
+def test_malformed_keras_and_saved_model_inputs_exit_2(tmp_path, case):
+    path = malformed_inputs(tmp_path)[case]
+    out = tmp_path / "out.onnx"
+    line = assert_clean_failure(invoke("to-onnx", path, "-o", out))
+    assert path.name in line and not out.exists()
+    assert_clean_failure(invoke("inspect", path))
+
+
+def test_keras_files_and_saved_models_are_tensorflow_references(module_saved_model, tmp_path):
+    from facecvt.core.targets import backend_for
+
+    folder, _ = module_saved_model
+    for path in (tmp_path / "m.keras", tmp_path / "m.h5", folder):
+        assert backend_for(path, "reference") == backend_for(path, "candidate") == "tensorflow"
+    assert backend_for(tmp_path / "m.pb", "candidate") == "opencv"

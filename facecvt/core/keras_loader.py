@@ -141,7 +141,7 @@ def _keras_load_error(path: Path, error: Exception, hint: str = "") -> FacecvtEr
         return FacecvtError(f"{path} holds a Lambda with Python code, which a .keras file loads only unsafely; "
                             f"save the function by name and pass its file with --custom-objects FILE.py")
     first = (text.strip().splitlines() or [type(error).__name__])[0][:300]
-    return FacecvtError(f"Keras cannot read {path}: {first}{hint}")
+    return FacecvtError(f"Keras cannot read {path}: {first}{hint or '; save the model again with model.save'}")
 
 
 def keras_model_graph(model, *, kind: str = "keras", loader: str = "keras") -> LoadedGraph:
