@@ -90,6 +90,7 @@ def test_keras2_h5_lambda_code_loads_and_the_loader_says_who_read_it(frozen_by_f
     assert model.loader.startswith("tf_keras") and "SeparableConv2D" in model.loader
     assert model.found["outputs"] == {"embedding": "embedding"}
     assert "legacy HDF5 loader" in frozen_by_format["h5_keras3"][0].loader
+    assert model.found["safe_mode"].startswith("off")
 
 
 EXPORTS = [("onnx", {}, ".onnx", "onnxruntime"), ("tflite", {"precision": "fp32"}, ".tflite", "litert")]
@@ -178,3 +179,20 @@ def test_resnet50v2_in_every_format_exports_to_onnx_and_tflite(tmp_path):
         result = export(target, frozen, tmp_path / f"r50_{path.stem}{suffix}")
         with load_runner(backend, result.path) as runner:
             assert relative_error(runner.embed(x), expected) <= 1e-4, (path, target)
+
+
+@pytest.mark.slow
+def test_keras2_saved_model_folder_matches_keras(tmp_path):
+    """tf.keras `model.save(folder)`: the SavedModel (with keras_metadata.pb) seed 004's users exported."""
+    import tf_keras
+
+    from facecvt.samples import keras_faces
+
+    model = keras_faces.mobile_facenet(tf_keras, lambda_layer="lambda", **SMALL)
+    keras_faces.randomize_batch_norms(model, seed=6)
+    model.save(tmp_path / "keras2_saved_model")
+    loaded = load_model(tmp_path / "keras2_saved_model")
+    assert loaded.found["keras_metadata"] and (loaded.input_name, loaded.output_name) == ("input", "embedding")
+    x = face_like(3, seed=7)
+    got = run_graph(freeze(loaded).frozen.graph_def, x, "input", "embedding")
+    assert relative_error(got, keras_faces.reference_outputs(model, x)) <= 1e-5

@@ -68,7 +68,10 @@ def load_keras_file(path: Path, custom_objects_path=None) -> LoadedGraph:
         else:
             model, reader = _load_h5(path, custom)
             kind = "h5"
-        return keras_model_graph(model, kind=kind, loader=reader)
+        loaded = keras_model_graph(model, kind=kind, loader=reader)
+    if kind == "h5":
+        loaded.found["safe_mode"] = "off: a Keras-2 .h5 stores each Lambda's Python code, and loading ran it"
+    return loaded
 
 
 def _keras_version(label: str) -> str:
