@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecvt.core.errors import FacecvtError, did_you_mean
-from facecvt.graph_ops.graph import node_map, node_name, parse_input
+from facecvt.core.graph_names import ancestors, node_map, node_name, parse_input
 
 # placeholder names that switch a graph between training and inference, and their inference value
 TRAINING_FLAG_NAMES = {"phase_train": False, "is_training": False, "training": False, "is_train": False,
@@ -308,8 +308,6 @@ def load_model(path, *, input_name: str | None = None, output_name: str | None =
 
 def _rank_outputs(graph_def, input_name: str, sinks: list) -> list:
     """Sinks that depend on the input, `embeddings` first; error if there is none."""
-    from facecvt.graph_ops.graph import ancestors
-
     depends = [s for s in sinks if input_name in ancestors(graph_def, [s], control=False)]
     others = [s for s in sinks if s not in depends]
     if "embeddings" in depends:
