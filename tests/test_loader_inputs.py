@@ -15,6 +15,8 @@ from facecvt.samples import foreign_inputs
 from conftest import run_graph
 from test_bad_input import assert_clean_failure
 
+K = None  # Keras 2's backend, set by the l2_lambda_h5 fixture
+
 CUSTOM_LAYER = '''
 import keras
 
@@ -207,3 +209,52 @@ def test_keras_files_and_saved_models_are_tensorflow_references(module_saved_mod
     for path in (tmp_path / "m.keras", tmp_path / "m.h5", folder):
         assert backend_for(path, "reference") == backend_for(path, "candidate") == "tensorflow"
     assert backend_for(tmp_path / "m.pb", "candidate") == "opencv"
+
+
+@pytest.fixture(scope="module")
+def l2_lambda_h5(tmp_path_factory, images):
+    """A Keras-2 .h5 whose Lambda calls `K.l2_normalize` (insightface's Keras projects end so); and the
+    same file with the Lambda's bytecode replaced by bytes no Python unmarshals (another version's)."""
+    import base64
+    import json
+
+    import h5py
+    import tf_keras
+
+    global K  # the Lambda's code reads a global named K, as Keras 2 projects write it
+    K = tf_keras.backend
+    folder = tmp_path_factory.mktemp("l2_lambda")
+    inputs = tf_keras.Input((16, 16, 3), name="input")
+    net = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.Conv2D(6, 3, name="conv")(inputs))
+    net = tf_keras.layers.Lambda(lambda x: K.l2_normalize(x, axis=1), name="l2norm")(net)
+    model = tf_keras.Model(inputs, net)
+    good, foreign = folder / "l2.h5", folder / "l2_foreign_python.h5"
+    model.save(good)
+    model.save(foreign)
+    with h5py.File(foreign, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda")
+        layer["config"]["function"][0] = base64.b64encode(b"\xff\x00garbage").decode()
+        handle.attrs["model_config"] = json.dumps(config).encode()
+    (folder / "l2norm.py").write_text("import tensorflow as tf\n\n\ndef l2norm(x):\n"
+                                      "    return tf.math.l2_normalize(x, axis=1)\n")
+    return good, foreign, folder / "l2norm.py", model(images, training=False).numpy()
+
+
+def test_lambda_code_using_the_keras_backend_loads(l2_lambda_h5, images):
+    good, _, _, expected = l2_lambda_h5
+    loaded = load_model(good)
+    assert "l2norm" in loaded.found["lambda_code"]
+    got = run_graph(freeze(loaded).frozen.graph_def, images, "input", "l2norm")
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_lambda_code_of_another_python_names_the_layer_and_custom_objects_replace_it(l2_lambda_h5, images,
+                                                                                     tmp_path):
+    _, foreign, functions, expected = l2_lambda_h5
+    out = tmp_path / "m.pb"
+    assert_clean_failure(invoke("freeze", foreign, "-o", out), 2, "'l2norm'", "--custom-objects", "def l2norm")
+    assert not out.exists()
+    loaded = load_model(foreign, custom_objects=functions)
+    got = run_graph(freeze(loaded).frozen.graph_def, images, "input", "l2norm")
+    assert np.abs(got - expected).max() <= 1e-5

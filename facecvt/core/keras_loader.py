@@ -4,7 +4,8 @@
   function or a custom layer only by name: `--custom-objects module.py` supplies them.
 - `.h5`/`.hdf5` (legacy, as Keras 2 / tf.keras and Keras 3 write them): Keras 3's legacy HDF5
   loader, with safe mode OFF, because a Keras-2 `.h5` stores each `Lambda`'s Python code and
-  loading it runs that code (only convert files you trust). Keras 3 refuses some Keras-2 layer
+  loading it runs that code (only convert files you trust; facecvt rebuilds those functions itself,
+  see core/keras_lambdas.py). Keras 3 refuses some Keras-2 layer
   configurations (e.g. a `SeparableConv2D` with Keras-2-only arguments); such a file is then read
   by Keras 2 itself (the `tf-keras` package), and `inspect` says which reader did it.
 
@@ -19,12 +20,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 from facecvt.core.errors import FacecvtError
 from facecvt.core.function_graph import LoadedGraph, frozen_graph_def, legal_node_name
+from facecvt.core.keras_lambdas import config_naming, patched_copy, rebuild_lambdas
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -63,14 +66,15 @@ def load_keras_file(path: Path, custom_objects_path=None) -> LoadedGraph:
     with warnings.catch_warnings():  # Keras warns about legacy formats and Lambda modules on stderr
         warnings.simplefilter("ignore")
         if suffix in KERAS_SUFFIXES:
-            model, reader = _load_keras3(path, custom), _keras_version("keras 3 (.keras)")
+            model, reader, lambdas = _load_keras3(path, custom), _keras_version("keras 3 (.keras)"), []
             kind = "keras"
         else:
-            model, reader = _load_h5(path, custom)
+            model, reader, lambdas = _load_h5(path, custom)
             kind = "h5"
         loaded = keras_model_graph(model, kind=kind, loader=reader)
-    if kind == "h5":
-        loaded.found["safe_mode"] = "off: a Keras-2 .h5 stores each Lambda's Python code, and loading ran it"
+    if kind == "h5" and lambdas:
+        loaded.found["lambda_code"] = (f"{len(lambdas)} Lambda layers' stored Python code run (safe mode off: "
+                                       f"convert only files you trust): {', '.join(lambdas[:5])}")
     return loaded
 
 
@@ -96,7 +100,9 @@ def _load_keras3(path: Path, custom: dict):
 
 
 def _load_h5(path: Path, custom: dict):
-    """Keras 3's legacy HDF5 loader; Keras 2 (`tf_keras`) when Keras 3 refuses the file's config."""
+    """Keras 3's legacy HDF5 loader; Keras 2 (`tf_keras`) when Keras 3 refuses the file's config.
+    Stored Lambda code is rebuilt by facecvt first (core/keras_lambdas.py). Returns (model, reader,
+    names of the Lambda layers rebuilt)."""
     from facecvt.core.tf_env import import_tf
 
     import_tf()
@@ -109,24 +115,48 @@ def _load_h5(path: Path, custom: dict):
                 raise FacecvtError(f"{path} holds weights only (no model_config); save the whole model "
                                    f"(model.save, not save_weights)")
             written_by = handle.attrs.get("keras_version", b"?")
+            model_config = handle.attrs["model_config"]
     except OSError:
         raise FacecvtError(f"{path} is not an HDF5 file (truncated or another format); "
                            f"save the Keras model again") from None
     written_by = written_by.decode() if isinstance(written_by, bytes) else str(written_by)
+    model_config = model_config.decode() if isinstance(model_config, bytes) else str(model_config)
+    functions = rebuild_lambdas(path, model_config, custom)
+    with tempfile.TemporaryDirectory(prefix="facecvt_h5_") as folder:
+
+        def readable_by(style: str) -> tuple[Path, dict]:
+            """The file a Keras of `style` reads, and its custom objects: a copy whose Lambdas name
+            the functions facecvt rebuilt, when there are any."""
+            if not functions:
+                return path, custom
+            config, objects = config_naming(model_config, functions, style)
+            copy = Path(folder) / f"{style}_{path.name}"
+            patched_copy(path, copy, config)
+            return copy, {**custom, **objects}
+
+        model, reader = _load_h5_with_keras(path, readable_by, written_by)
+    return model, reader, list(functions)
+
+
+def _load_h5_with_keras(path: Path, readable_by, written_by: str):
+    import keras
+
+    source, objects = readable_by("keras3")
     try:
-        model = keras.models.load_model(path, custom_objects=custom, compile=False, safe_mode=False)
+        model = keras.models.load_model(source, custom_objects=objects, compile=False, safe_mode=False)
         return model, f"keras {keras.__version__} legacy HDF5 loader (file written by Keras {written_by})"
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        if _UNKNOWN_OBJECT.search(str(error)):
+    except (ValueError, TypeError, KeyError, AttributeError, NameError) as error:
+        if _UNKNOWN_OBJECT.search(str(error)) or isinstance(error, NameError):
             raise _keras_load_error(path, error) from None
         keras3_error = error
     try:
         import tf_keras
     except ImportError:
         raise _keras_load_error(path, keras3_error, hint="; install tf-keras to read it with Keras 2") from None
+    source, objects = readable_by("keras2")
     try:
-        model = tf_keras.models.load_model(path, custom_objects=custom, compile=False, safe_mode=False)
-    except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:
+        model = tf_keras.models.load_model(source, custom_objects=objects, compile=False, safe_mode=False)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, NameError) as error:
         raise _keras_load_error(path, error) from None
     first = (str(keras3_error).strip().splitlines() or [""])[0][:120]
     return model, (f"tf_keras {tf_keras.__version__} (Keras 2; file written by Keras {written_by}; Keras 3 "
@@ -140,6 +170,9 @@ def _keras_load_error(path: Path, error: Exception, hint: str = "") -> FacecvtEr
         name = unknown.group(1).split(">")[-1]
         return FacecvtError(f"{path} uses {name!r}, a custom layer or function that is not in the file; "
                             f"pass the Python file that defines it with --custom-objects FILE.py")
+    if isinstance(error, NameError):
+        return FacecvtError(f"{path}: a Lambda layer's code uses a name facecvt does not provide ({text}); "
+                            f"define it in a file and pass it with --custom-objects FILE.py")
     if "arbitrary code execution" in text:
         return FacecvtError(f"{path} holds a Lambda with Python code, which a .keras file loads only unsafely; "
                             f"save the function by name and pass its file with --custom-objects FILE.py")
