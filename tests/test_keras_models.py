@@ -90,7 +90,8 @@ def test_keras2_h5_lambda_code_loads_and_the_loader_says_who_read_it(frozen_by_f
     assert model.loader.startswith("tf_keras") and "SeparableConv2D" in model.loader
     assert model.found["outputs"] == {"embedding": "embedding"}
     assert "legacy HDF5 loader" in frozen_by_format["h5_keras3"][0].loader
-    assert model.found["lambda_code"].startswith("1 Lambda layers' stored Python code run (safe mode off")
+    assert model.found["lambda_code"].startswith("1 Lambda layers rebuilt from the Python code the file stores "
+                                                 "(safe mode off")
 
 
 EXPORTS = [("onnx", {}, ".onnx", "onnxruntime"), ("tflite", {"precision": "fp32"}, ".tflite", "litert")]

@@ -73,8 +73,9 @@ def load_keras_file(path: Path, custom_objects_path=None) -> LoadedGraph:
             kind = "h5"
         loaded = keras_model_graph(model, kind=kind, loader=reader)
     if kind == "h5" and lambdas:
-        loaded.found["lambda_code"] = (f"{len(lambdas)} Lambda layers' stored Python code run (safe mode off: "
-                                       f"convert only files you trust): {', '.join(lambdas[:5])}")
+        loaded.found["lambda_code"] = (f"{len(lambdas)} Lambda layers rebuilt from the Python code the file stores "
+                                       f"(safe mode off: convert only files you trust) or from --custom-objects "
+                                       f"functions named after them: {', '.join(lambdas[:5])}")
     return loaded
 
 
