@@ -163,7 +163,8 @@ def sample_facenet(out, weights, embedding_size, fmt, seed, force):
 @debug_option
 def sample_mtcnn(out, net, weights_dir, force):
     """Write one MTCNN face-detector net, built from the released weights as facenet builds it, as a
-    frozen graph with all its outputs (input scaled (x-127.5)*0.0078125)."""
+    frozen graph with all its outputs. The input is RGB scaled (x-127.5)*0.0078125 with height and
+    width swapped, as facenet feeds it (facecvt.samples.mtcnn.preprocess)."""
     from facecvt.core.atomic import atomic_output, check_destination
     from facecvt.core.console import out as console
     from facecvt.samples.mtcnn import OUTPUTS, mtcnn_graph_def
