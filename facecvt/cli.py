@@ -246,7 +246,13 @@ def _export_command(target: str, model, out, force, options, model_args):
     with step(f"converting to {target}"):
         exported = export(target, result.frozen, out, force=force, **options)
     details = {k: v for k, v in exported.details.items()
-               if k not in ("ops", "mil_ops", "passes", "runner_options", "text_graph_ops")}
+               if k not in ("ops", "mil_ops", "passes", "runner_options", "text_graph_ops", "quantization")}
+    quantization = exported.details.get("quantization")
+    if quantization:
+        details["int8"] = (f"cpu {quantization['cpu']}, {quantization['activation_type']} activations x "
+                           f"{quantization['weight_type']} weights, reduce_range {quantization['reduce_range']}, "
+                           f"{quantization['calibration_method']} on {quantization['calibration_images']} images, "
+                           f"{len(quantization['keep_float'])} layers kept in float")
     console.print(f"wrote {', '.join(str(p) for p in exported.paths)} in {exported.seconds:.1f} s "
                   f"({exported.backend}, {exported.precision}); "
                   + "; ".join(f"{k}: {v}" for k, v in details.items()))
@@ -282,13 +288,47 @@ def to_opencv():
 
 
 @export_command("onnx", "Write an ONNX model with a symbolic batch dimension, checked by onnx.checker and loaded "
-                        "in ONNX Runtime.",
+                        "in ONNX Runtime; int8: static QDQ quantisation (per-channel weights) calibrated on face "
+                        "images, set for the CPU it will run on, with the worst layers by SQNR printed.",
                 [click.option("--opset", type=int, help="ONNX opset (default: the newest the installed "
                                                         "onnxruntime runs)."),
                  click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
-                              help="Input layout: NHWC as in TensorFlow, or NCHW for runtimes that want it.")])
-def to_onnx(opset=None, layout="nhwc"):
-    return {"opset": opset, "layout": layout}
+                              help="Input layout: NHWC as in TensorFlow, or NCHW for runtimes that want it."),
+                 click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True),
+                 click.option("--calibration", type=click.Path(path_type=Path),
+                              help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
+                 click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+                              show_default=True, help="Preprocessing applied to the calibration images."),
+                 click.option("--cpu", type=click.Choice(["avx2", "vnni", "arm"]),
+                              help="CPU the int8 model will run on (default: this machine's): avx2 = x86 without "
+                                   "VNNI (7-bit weights against int16 saturation), vnni = AVX-512 VNNI / AVX-VNNI, "
+                                   "arm = symmetric int8 activations."),
+                 click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+                              default="minmax", show_default=True, help="How activation ranges are calibrated."),
+                 click.option("--keep-float", metavar="NODE[,NODE...]",
+                              help="ONNX nodes to leave in float (names as the error account prints them)."),
+                 click.option("--auto-keep-float", is_flag=True,
+                              help="Keep the worst layers in float, one at a time, until the min cosine against "
+                                   "fp32 on held-out calibration images (every 4th) reaches --target-cosine."),
+                 click.option("--target-cosine", type=float, default=0.995, show_default=True,
+                              help="Accuracy target of --auto-keep-float.")])
+def to_onnx(opset=None, layout="nhwc", precision="fp32", calibration=None, preprocess="fixed", cpu=None,
+            calibration_method="minmax", keep_float=None, auto_keep_float=False, target_cosine=0.995):
+    options = {"opset": opset, "layout": layout, "precision": precision}
+    if precision == "int8" or calibration is not None:
+        options.update(_calibration_option(calibration, preprocess), cpu=cpu, calibration_method=calibration_method,
+                       keep_float=[n.strip() for n in (keep_float or "").split(",") if n.strip()],
+                       auto_keep_float=auto_keep_float, target_cosine=target_cosine)
+    return options
+
+
+def _calibration_option(calibration, preprocess) -> dict:
+    from facecvt.convert.calibration import CalibrationImages
+    from facecvt.core.images import list_images
+
+    if calibration is not None:
+        list_images(calibration)  # fail now, before freezing, on a missing or empty folder
+    return {"calibration": CalibrationImages(calibration, preprocess) if calibration else None}
 
 
 @export_command("tflite", "Write a TFLite model for LiteRT: fp32, fp16 weights, or full-integer int8 calibrated "
@@ -300,13 +340,7 @@ def to_onnx(opset=None, layout="nhwc"):
                  click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images.")])
 def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
-    from facecvt.convert.calibration import CalibrationImages
-    from facecvt.core.images import list_images
-
-    if calibration is not None:
-        list_images(calibration)  # fail now, before freezing, on a missing or empty folder
-    return {"precision": precision,
-            "calibration": CalibrationImages(calibration, preprocess) if calibration else None}
+    return {"precision": precision, **_calibration_option(calibration, preprocess)}
 
 
 @export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "

@@ -137,16 +137,22 @@ def _set_batch_dim(model) -> None:
 
 
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None = None,
-          layout: str = "nhwc", precision: str = "fp32") -> dict:
+          layout: str = "nhwc", precision: str = "fp32", calibration=None, **int8_options) -> dict:
     """Convert `frozen` to ONNX at `tmp_path`; returns {"opset", "layout", "ops", "ir_version"}.
 
     `layout="nchw"` makes the model input NCHW (tf2onnx pushes the transpose into the first conv);
-    the output stays (N, D). `opset=None` picks `default_opset()`.
+    the output stays (N, D). `opset=None` picks `default_opset()`. `precision="int8"` quantises the
+    fp32 model with `calibration` (convert/onnx_int8.py, which takes `int8_options`) and adds
+    its settings and error account to the details.
     """
     import onnx
 
+    from facecvt.convert import onnx_int8
+
     if layout not in LAYOUTS:
         raise FacecvtError(f"unknown ONNX layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if precision == "int8":
+        onnx_int8.check_request(calibration, **int8_options)
     opset = default_opset() if opset is None else check_opset(opset)
     model = _convert(frozen, opset, layout)
     _set_batch_dim(model)
@@ -154,6 +160,12 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise FacecvtError(f"tf2onnx wrote an invalid ONNX model: {str(exc).splitlines()[0]}") from exc
-    onnx.save_model(model, str(tmp_path))
-    return {"opset": opset, "layout": layout, "ir_version": model.ir_version,
+    details = {"opset": opset, "layout": layout, "ir_version": model.ir_version}
+    if precision == "int8":
+        details["quantization"] = onnx_int8.write_int8(model, tmp_path, calibration, frozen.input_name,
+                                                       **int8_options)
+        model = onnx.load(str(tmp_path), load_external_data=False)
+    else:
+        onnx.save_model(model, str(tmp_path))
+    return {**details, "precision": precision,
             "ops": dict(Counter(node.op_type for node in model.graph.node).most_common())}

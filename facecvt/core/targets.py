@@ -30,7 +30,7 @@ class Target:
 
 TARGETS = {t.name: t for t in (
     Target("opencv", "opencv", ".pb", ("fp32",), "NCHW", "facecvt.convert.opencv", siblings=(".pbtxt",)),
-    Target("onnx", "onnxruntime", ".onnx", ("fp32",), "NHWC", "facecvt.convert.onnx"),
+    Target("onnx", "onnxruntime", ".onnx", ("fp32", "int8"), "NHWC", "facecvt.convert.onnx"),
     Target("tflite", "litert", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "facecvt.convert.tflite"),
     Target("coreml", "coreml", ".mlpackage", ("fp32", "fp16"), "NHWC", "facecvt.convert.coreml",
            name_pattern=r"[A-Za-z_][A-Za-z0-9_]*"),

@@ -97,9 +97,9 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     for target in spec.targets:
         for precision in spec.precisions.get(target, ["fp32"]):
             options = {"precision": precision}
-            if target == "tflite" and precision == "int8":
+            if precision == "int8":
                 if spec.images is None:
-                    raise FacecvtError("tflite int8 needs calibration images: pass --images DIR")
+                    raise FacecvtError(f"{target} int8 needs calibration images: pass --images DIR")
                 options["calibration"] = CalibrationImages(spec.images, spec.preprocess).at_size(frozen.image_size)
             path = out_dir / _artifact_name(stem, target, precision)
             started = time.perf_counter()

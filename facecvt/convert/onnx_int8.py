@@ -1,0 +1,295 @@
+"""ONNX int8: static QDQ quantisation of the fp32 export with onnxruntime, set for the CPU it will run on.
+
+The u8-activation x s8-weight kernels onnxruntime uses on x86 are its fast ones; on x86 without VNNI
+they multiply with VPMADDUBSW, whose int16 pair sums can saturate, so there the weights are
+quantised to 7 bits (reduce_range), as onnxruntime's quantisation guide advises. VNNI accumulates
+in int32 and needs no reduction; ARM kernels prefer symmetric s8 activations.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from facecvt.core.errors import FacecvtError
+
+METHODS = ("minmax", "entropy", "percentile")
+METADATA_KEY = "facecvt.quantization"  # metadata_props key holding the settings as JSON
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    """Quantisation types for one CPU family (onnxruntime's guidance, measured in benchmarks/run.py)."""
+
+    activation_type: str   # "uint8" | "int8"
+    weight_type: str
+    reduce_range: bool     # 7-bit weights: avoids int16 saturation of VPMADDUBSW on x86 without VNNI
+    symmetric_activations: bool = False
+
+
+CPU_PROFILES = {
+    "avx2": CpuProfile("uint8", "int8", reduce_range=True),
+    "vnni": CpuProfile("uint8", "int8", reduce_range=False),
+    "arm": CpuProfile("int8", "int8", reduce_range=False, symmetric_activations=True),
+}
+
+
+def detect_cpu(cpuinfo: str | None = None, machine: str | None = None) -> str:
+    """"arm", "vnni" (avx512_vnni or avx_vnni in /proc/cpuinfo's flags) or "avx2" for this machine."""
+    machine = (machine or platform.machine()).lower()
+    if machine.startswith(("arm", "aarch64")):
+        return "arm"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "avx2"  # the safe x86 choice when the flags cannot be read
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return "vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
+
+
+def check_options(cpu: str | None, method: str) -> str:
+    """The CPU profile name to use (`cpu` or this machine's), after checking both options."""
+    cpu = detect_cpu() if cpu is None else cpu
+    if cpu not in CPU_PROFILES:
+        raise FacecvtError(f"--cpu {cpu!r} is unknown; choose from {', '.join(CPU_PROFILES)}")
+    if method not in METHODS:
+        raise FacecvtError(f"--calibration-method {method!r} is unknown; choose from {', '.join(METHODS)}")
+    return cpu
+
+
+def _reader(calibration, input_name: str, progress):
+    """An onnxruntime CalibrationDataReader feeding `calibration`'s batches, reporting images done."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    total = len(calibration)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration)
+            self.done = 0
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            self.done += len(batch)
+            if progress:
+                progress(self.done, total)
+            return {input_name: batch}
+
+    return Reader()
+
+
+def settings(cpu: str, method: str, calibration, keep_float=()) -> dict:
+    """What the artifact records: CPU profile, types, calibration method and images."""
+    digest = calibration.digest()
+    return {"cpu": cpu, **asdict(CPU_PROFILES[cpu]), "per_channel": True, "format": "QDQ",
+            "calibration_method": method, "calibration_images": digest["count"],
+            "calibration_sha256": digest["sha256"], "calibration_files": digest["files"],
+            "keep_float": list(keep_float)}
+
+
+def quantize(fp32_path: Path, out_path: Path, calibration, *, input_name: str, cpu: str | None = None,
+             method: str = "minmax", keep_float=(), cache_dir: Path | None = None, progress=None) -> dict:
+    """Quantise the fp32 ONNX model at `fp32_path` into `out_path`; returns the recorded settings.
+
+    `keep_float` names nodes left in float. `cache_dir` keeps the preprocessed model and the
+    calibrated ranges between calls (auto-keep-float requantises without recalibrating).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    cpu = check_options(cpu, method)
+    profile = CPU_PROFILES[cpu]
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with _work_dir(cache_dir) as work:
+        prepared = prepare(fp32_path, work)
+        cache = work / f"ranges_{method}_{profile.symmetric_activations}.json"
+        reader = None if cache.is_file() else _reader(calibration, input_name, progress)
+        try:
+            quantize_static(
+                str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=profile.reduce_range, activation_type=types[profile.activation_type],
+                weight_type=types[profile.weight_type], calibrate_method=methods[method],
+                nodes_to_exclude=list(keep_float), calibration_cache_path=str(cache),
+                extra_options={"ActivationSymmetric": profile.symmetric_activations})
+        except StopIteration:
+            raise FacecvtError("the calibration set is empty; pass --calibration DIR with face images") from None
+    recorded = settings(cpu, method, calibration, keep_float)
+    model = onnx.load(str(out_path))
+    entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None) or model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(recorded)
+    onnx.save_model(model, str(out_path))
+    return recorded
+
+
+def prepare(fp32_path: Path, work: Path) -> Path:
+    """onnxruntime's quantisation preprocessing (shape inference, graph optimisation), done once per work dir."""
+    from onnxruntime.quantization import quant_pre_process
+
+    prepared = work / "prepared.onnx"
+    if not prepared.is_file():
+        quant_pre_process(str(fp32_path), str(prepared))
+    return prepared
+
+
+class _work_dir:
+    """`cache_dir` as is, or a temporary folder removed on exit."""
+
+    def __init__(self, cache_dir: Path | None):
+        self.cache_dir, self.tmp = cache_dir, None
+
+    def __enter__(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        self.tmp = Path(tempfile.mkdtemp(prefix="facecvt-int8-"))
+        return self.tmp
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def recorded_settings(model) -> dict | None:
+    """The settings an int8 ONNX model records (None for a model facecvt did not quantise)."""
+    entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None)
+    return json.loads(entry.value) if entry else None
+
+
+# -- the int8 writer: quantise, account for the error, keep layers in float until accurate enough -----
+
+WORST_LAYERS = 20      # layers (and tensors) kept in the details
+HELD_OUT_EVERY = 4     # --auto-keep-float scores on every 4th calibration image, calibrates on the rest
+MAX_KEEP_FLOAT = 12    # --auto-keep-float gives up after this many layers
+# ops that only move or select values: their input's quantisation is their producer's, so keeping
+# them in float gains nothing and --auto-keep-float skips them
+DATA_MOVEMENT = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat",
+                           "Slice", "Gather", "Split", "Identity"})
+
+
+def check_request(calibration, cpu=None, calibration_method="minmax", keep_float=(), auto_keep_float=False,
+                  target_cosine=0.995, probe=None, progress=None) -> None:
+    """Fail before the (slow) conversion on options an int8 ONNX export cannot take."""
+    if calibration is None:
+        raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
+                           "(a folder of face crops like the ones the model will see)")
+    check_options(cpu, calibration_method)
+    if auto_keep_float:
+        if probe is None:
+            raise FacecvtError("--auto-keep-float needs the error account; run it through facecvt's export")
+        if len(calibration) < 2 * HELD_OUT_EVERY:
+            raise FacecvtError(f"--auto-keep-float holds out every {HELD_OUT_EVERY}th calibration image to score "
+                               f"on: give at least {2 * HELD_OUT_EVERY} images")
+        if not 0 < target_cosine <= 1:
+            raise FacecvtError(f"--target-cosine {target_cosine} must be in (0, 1]")
+
+
+def _transposed(calibration, nchw: bool):
+    """The calibration batches in the model's layout (they are NHWC)."""
+
+    class Batches:
+        def __len__(self):
+            return len(calibration)
+
+        def __getattr__(self, name):  # digest(), paths(): the calibration set's own
+            return getattr(calibration, name)
+
+        def __iter__(self):
+            for batch in calibration:
+                yield batch.transpose(0, 3, 1, 2).copy() if nchw else batch
+
+    return Batches()
+
+
+def _is_nchw(model) -> bool:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return len(dims) == 4 and dims[1].dim_value == 3 and dims[3].dim_value != 3
+
+
+def _print_progress(done: int, total: int) -> None:
+    from facecvt.core.console import err
+
+    err.print(f"calibrating: {done}/{total} images")
+
+
+def write_int8(model, out_path: Path, calibration, input_name: str, cpu=None, calibration_method="minmax",
+               keep_float=(), auto_keep_float=False, target_cosine=0.995, probe=None,
+               progress=_print_progress) -> dict:
+    """Quantise the fp32 ONNX `model` into `out_path`; returns the settings and the error account.
+
+    `probe` is validate/quant_report (injected by the export workflow: convert/ does not import
+    validate/): with it the details get the worst layers by SQNR, and `auto_keep_float` keeps the
+    worst layer in float, one more at a time, until the min cosine against fp32 on held-out
+    calibration images reaches `target_cosine`, timing each step at batch 1.
+    """
+    import onnx
+
+    nchw = _is_nchw(model)
+    held = None
+    if auto_keep_float:
+        calibration, held = calibration.split(HELD_OUT_EVERY)
+    with _work_dir(None) as work:
+        fp32_path = work / "fp32.onnx"
+        onnx.save_model(model, str(fp32_path))
+        images = _transposed(calibration, nchw)
+
+        def run(kept):
+            return quantize(fp32_path, out_path, images, input_name=input_name, cpu=cpu, method=calibration_method,
+                            keep_float=kept, cache_dir=work, progress=progress)
+
+        recorded = run(list(keep_float))
+        if probe is None:
+            return recorded
+        prepared = prepare(fp32_path, work)
+        report = probe.layer_report(prepared, out_path, images)
+        details = {**recorded, "worst_layers": report["layers"][:WORST_LAYERS],
+                   "worst_tensors": report["tensors"][:WORST_LAYERS]}
+        if progress:
+            from facecvt.core.console import err
+
+            err.print("int8 layers with the largest quantisation error:\n" + probe.worst_layers_text(report))
+        if auto_keep_float:
+            details["auto_keep_float"] = _keep_float_until(
+                target_cosine, list(keep_float), report, run, probe, prepared, out_path,
+                _transposed(held, nchw), [p.name for p in held.paths()])
+            details["keep_float"] = details["auto_keep_float"]["keep_float"]
+        return details
+
+
+def _keep_float_until(target, kept, report, run, probe, prepared, out_path, held, held_names) -> dict:
+    """Keep the worst-ranked layers in float, one at a time, until min cosine on `held` >= target."""
+    sample = next(iter(held))[:1]
+    fp32_ms = probe.latency_ms(prepared, sample)
+    candidates = [layer["layer"] for layer in report["layers"]
+                  if layer["layer"] not in kept and layer["op"] not in DATA_MOVEMENT]
+    steps = []
+    while True:
+        cosine = probe.min_cosine(prepared, out_path, held)
+        int8_ms = probe.latency_ms(out_path, sample)
+        steps.append({"keep_float": list(kept), "min_cosine": round(cosine, 6), "batch1_ms": round(int8_ms, 2),
+                      "speedup_vs_fp32": round(fp32_ms / int8_ms, 3)})
+        from facecvt.core.console import err
+
+        err.print(f"keep-float {len(kept)} layers: min cosine {cosine:.5f} on {len(held_names)} held-out images, "
+                  f"batch 1 {int8_ms:.1f} ms ({fp32_ms / int8_ms:.2f}x fp32)")
+        if cosine >= target:
+            break
+        if not candidates or len(kept) >= MAX_KEEP_FLOAT:
+            raise FacecvtError(
+                f"int8 reaches min cosine {max(s['min_cosine'] for s in steps):.4f} against fp32 on held-out images "
+                f"even with {len(kept)} layers kept in float, below --target-cosine {target}; "
+                "calibrate on more faces, try --calibration-method percentile, or ship fp32")
+        kept.append(candidates.pop(0))
+        run(kept)
+    return {"target_cosine": target, "held_out_images": held_names, "fp32_batch1_ms": round(fp32_ms, 2),
+            "steps": steps, "keep_float": list(kept)}
