@@ -62,11 +62,114 @@ def latency(backend, path, batch, repeats, **options) -> dict:
         return time_runner(runner, batch, repeats=repeats, warmup=3)
 
 
+def _embed_all(backend, path, paths, size_hw=(160, 160)) -> np.ndarray:
+    from facecvt.core.images import iter_image_batches
+    from facecvt.validate.runners import load_runner
+
+    with load_runner(backend, path) as runner:
+        return np.concatenate([runner.embed(b) for _, b in iter_image_batches(paths, size_hw, "fixed", 8)])
+
+
+def _interleaved_latency(backend, paths: dict, batch: int, repeats: int) -> dict:
+    """Median ms per run of each model, runs of the models interleaved (noise hits them alike)."""
+    from facecvt.validate.runners import load_runner
+
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 160, 160, 3)).astype(np.float32)
+    runners = {name: load_runner(backend, path).__enter__() for name, path in paths.items()}
+    times = {name: [] for name in paths}
+    for runner in runners.values():
+        for _ in range(3):
+            runner.embed(x)
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            started = time.perf_counter()
+            runner.embed(x)
+            times[name].append(1000 * (time.perf_counter() - started))
+    for runner in runners.values():
+        runner.__exit__(None, None, None)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def int8_section(frozen, faces: Path, work: Path, repeats: int) -> dict:
+    """ONNX fp32 vs int8 (each --cpu profile) and TFLite fp32 vs int8, side by side.
+
+    Calibrated on the even-numbered faces (sorted by name), scored on the odd ones: min cosine
+    against the fp32 export of the same runtime; pairs accuracy and decision agreement on
+    faces/pairs.csv (all faces, so there calibration images are among those scored).
+    """
+    from facecvt.convert.calibration import CalibrationImages
+    from facecvt.core.images import list_images
+    from facecvt.validate import metrics
+    from facecvt.validate.pairs import read_pairs
+    from facecvt.workflows.export_artifact import export
+
+    paths = list_images(faces)
+    calibration = CalibrationImages(faces, files=tuple(paths[0::2])).at_size((160, 160))
+    held = paths[1::2]
+    pairs = read_pairs(faces / "pairs.csv")
+    left, right = pairs.index_pairs(paths, resolve=True)
+    section = {"calibration_images": len(paths[0::2]), "held_out_images": len(held)}
+    runtimes = {"onnxruntime": ("onnx", [("fp32", {}), *[(f"int8 --cpu {cpu}", {"cpu": cpu}) for cpu in ("avx2", "vnni")]]),
+                "litert": ("tflite", [("fp32", {}), ("int8", {})])}
+    for backend, (target, variants) in runtimes.items():
+        models, rows = {}, []
+        for name, options in variants:
+            precision = name.split()[0]
+            extra = {"calibration": calibration, **options} if precision == "int8" else {}
+            started = time.perf_counter()
+            result = export(target, frozen, work / f"int8bench_{target}_{name.replace(' ', '_')}"
+                                                    f"{'.onnx' if target == 'onnx' else '.tflite'}",
+                            force=True, precision=precision, **extra)
+            models[name] = result.path
+            rows.append({"model": name, "convert_s": time.perf_counter() - started,
+                         "worst_layers": result.details.get("quantization", {}).get("worst_layers", [])[:5]})
+        fp32_held = _embed_all(backend, models["fp32"], held)
+        fp32_all = _embed_all(backend, models["fp32"], paths)
+        fp32_dist = metrics.pair_distances(fp32_all, left, right)
+        fp32_pairs = metrics.verification_metrics(fp32_dist, pairs.labels)
+        for row in rows:
+            emb = _embed_all(backend, models[row["model"]], held)
+            row["min_cosine_held_out"] = float(np.min(np.sum(emb * fp32_held, 1) / (
+                np.linalg.norm(emb, axis=1) * np.linalg.norm(fp32_held, axis=1))))
+            dist = metrics.pair_distances(_embed_all(backend, models[row["model"]], paths), left, right)
+            row["pairs_accuracy"] = metrics.verification_metrics(dist, pairs.labels)["accuracy"]
+            row["decision_agreement"] = metrics.decision_agreement(fp32_dist, dist, fp32_pairs["threshold"])
+        for batch in (1, 8):
+            medians = _interleaved_latency(backend, models, batch, repeats)
+            for row in rows:
+                row[f"b{batch}_ms"] = medians[row["model"]]
+                row[f"b{batch}_speedup"] = medians["fp32"] / medians[row["model"]]
+        section[backend] = rows
+        show(f"{backend}: int8 vs fp32 (calibrated on {len(paths[0::2])} faces, cosine on the other {len(held)}; "
+             "speedup = fp32 ms ÷ this one's, runs interleaved)", rows,
+             ["model", "min_cosine_held_out", "pairs_accuracy", "decision_agreement", "b1_ms", "b1_speedup",
+              "b8_ms", "b8_speedup", "convert_s"])
+        for row in rows:
+            if row["worst_layers"]:
+                console.print(f"{row['model']}: worst layers " + "; ".join(
+                    f"{layer['layer']} ({layer['op']}, {layer['sqnr_db']:.1f} dB)" for layer in row["worst_layers"]))
+    section["litert_ops"] = _tflite_op_account(models["fp32"], models["int8"])
+    return section
+
+
+def _tflite_op_account(fp32_path: Path, int8_path: Path) -> dict:
+    """Op types of the fp32 and int8 .tflite, with the int8 model's quantize/dequantize and float ops."""
+    from facecvt.convert.tflite import model_summary
+
+    account = {"fp32_ops": model_summary(Path(fp32_path).read_bytes())["ops"],
+               "int8_ops": model_summary(Path(int8_path).read_bytes())["ops"]}
+    rows = [{"op": op, "fp32": account["fp32_ops"].get(op, 0), "int8": account["int8_ops"].get(op, 0)}
+            for op in sorted(set(account["fp32_ops"]) | set(account["int8_ops"]))]
+    show("LiteRT op counts, fp32 vs int8", rows, ["op", "fp32", "int8"])
+    return account
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--faces", type=Path, default=Path("../shared/faces"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument("--only", choices=["int8"], help="Run only this section (results to --out).")
     args = parser.parse_args()
 
     from facecvt.workflows.export_artifact import export
@@ -91,6 +194,11 @@ def main() -> None:
         model = load_model(raw)
     with stage("freeze", stages):
         frozen = freeze(model).frozen
+    if args.only == "int8":
+        RESULTS["int8"] = int8_section(frozen, args.faces, work, args.repeats)
+        args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
+        console.print(f"results written to {args.out}")
+        return
     artifacts = {}
     plan = [("opencv", "fp32", {}), ("onnx", "fp32", {}), ("tflite", "fp32", {"precision": "fp32"}),
             ("tflite", "fp16", {"precision": "fp16"}), ("coreml", "fp32", {"precision": "fp32"}),
@@ -186,6 +294,8 @@ def main() -> None:
         with stage(f"verify {count} random inputs (onnxruntime)", verify_rows):
             verify(("tensorflow", raw), four[1:2], InputSpec(random=count))
     RESULTS["verify"] = verify_rows
+    if faces:
+        RESULTS["int8"] = int8_section(frozen, faces, work, r)
     show("verify wall time and peak memory", verify_rows, ["stage", "seconds", "peak_mb_above_start"])
 
     # -- localize: one candidate, as `verify --localize` does it (reference opened and frozen too) --

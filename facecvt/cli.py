@@ -372,7 +372,7 @@ def progress_bar(description: str):
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None):
     """Run `verify` on the command's arguments, render the report, write the JSON (and HTML); returns the report."""
-    from facecvt.core.console import out
+    from facecvt.core.console import err, out
     from facecvt.validate.report import render, write_json_atomic
     from facecvt.validate.verify import InputSpec, verify_specs
 
@@ -383,6 +383,8 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
                               tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update,
                               localize=localize, localize_inputs=localize_inputs)
     render(report, out)
+    for warning in report.get("warnings", []):
+        err.print(f"warning: {warning}")
     if json_path:
         write_json_atomic(json_path, report)
     if html_path:

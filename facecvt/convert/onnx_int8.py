@@ -15,10 +15,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from facecvt.core.digests import QUANT_METADATA_KEY as METADATA_KEY
 from facecvt.core.errors import FacecvtError
 
 METHODS = ("minmax", "entropy", "percentile")
-METADATA_KEY = "facecvt.quantization"  # metadata_props key holding the settings as JSON
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+# metadata key under which an int8 artifact records its quantisation settings and calibration digest (JSON)
+QUANT_METADATA_KEY = "facecvt.quantization"
 SHORT = 16  # hex characters kept per file: enough to tell files apart, small in the model's metadata
 
 

@@ -30,6 +30,25 @@ def artifact_precision(backend: str, path: str | Path) -> str:
         return "fp32"
 
 
+def quantization_record(backend: str, path: str | Path) -> dict | None:
+    """The quantisation settings an int8 artifact records (calibration digest included), if any."""
+    import json
+
+    from facecvt.core.digests import QUANT_METADATA_KEY
+
+    path = Path(path)
+    if backend != "onnxruntime" or not path.is_file():
+        return None
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable here: the runner reports the real load error
+        return None
+    entry = next((p for p in model.metadata_props if p.key == QUANT_METADATA_KEY), None)
+    return json.loads(entry.value) if entry else None
+
+
 def default_runner_options(backend: str, path: str | Path) -> dict:
     """Options that open `path` as users load it: OpenCV's .pb with the .pbtxt written beside it."""
     target = target_of_backend(backend)

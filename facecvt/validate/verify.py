@@ -12,7 +12,7 @@ import numpy as np
 from facecvt.core.errors import FacecvtError, did_you_mean
 from facecvt.validate import metrics, runners
 from facecvt.core.targets import PRECISIONS
-from facecvt.validate.artifacts import artifact_precision, default_runner_options
+from facecvt.validate.artifacts import artifact_precision, default_runner_options, quantization_record
 from facecvt.validate.compare import EmbeddingComparator, Tolerances
 from facecvt.validate.localize import localize as localize_candidate
 from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
@@ -290,7 +290,28 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         backends = [(reference[0], Path(reference[1]), ref_runner.executed_by)] + [
             (c.backend, c.path, runner.executed_by) for c, runner in zip(chosen, cand_runners)]
         block = _pairs_result(pairs, backends, kept)
-    return build_report((reference[0], reference[1]), entries, _inputs_block(inputs, paths, pairs, shape_hwc), block)
+    report = build_report((reference[0], reference[1]), entries, _inputs_block(inputs, paths, pairs, shape_hwc), block)
+    warnings = calibration_overlap(chosen, paths)
+    if warnings:
+        report["warnings"] = warnings
+    return report
+
+
+def calibration_overlap(candidates, paths) -> list[str]:
+    """A warning per int8 candidate scored on images it was calibrated on, naming them."""
+    from facecvt.core.digests import overlap
+
+    warnings = []
+    for candidate in candidates:
+        record = quantization_record(candidate.backend, candidate.path) if paths else None
+        if not record or not record.get("calibration_files"):
+            continue
+        shared = overlap(paths, record["calibration_files"])
+        if shared:
+            names = ", ".join(p.name for p in shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+            warnings.append(f"{candidate.path.name} was calibrated on {len(shared)} of the {len(paths)} images it "
+                            f"is scored on ({names}): its accuracy is flattered; score it on other faces")
+    return warnings
 
 
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
