@@ -134,3 +134,17 @@ def test_runner_quantises_integer_inputs_and_outputs(frozen, calibration, images
         batch = runner.embed(images)
     assert batch.dtype == np.float32
     assert min_cosine(batch, expected) >= 0.99
+
+
+def test_delegation_account_names_the_ops_xnnpack_leaves_to_builtin_kernels(exported):
+    from facecvt.validate.litert_ops import delegation, latency_ms
+
+    fp32, int8 = delegation(exported["fp32"].path), delegation(exported["int8"].path)
+    assert fp32["op_types"]["CONV_2D"] == 2 and all(r["delegated"] for r in fp32["ops"] if r["op"] == "CONV_2D")
+    assert fp32["not_delegated"] == {"L2_NORMALIZATION": 1}  # XNNPACK has no L2 normalisation
+    assert int8["op_types"]["QUANTIZE"] >= 1 and all(r["input_type"] == "int8" for r in int8["ops"]
+                                                    if r["op"] == "CONV_2D")
+    delegated = [r["delegated"] for r in int8["ops"]]  # the tiny graph is a chain, in execution order
+    runs = sum(1 for i, d in enumerate(delegated) if d and (i == 0 or not delegated[i - 1]))
+    assert int8["partitions"] == runs  # every builtin op inside the chain splits XNNPACK's partition
+    assert latency_ms(exported["int8"].path, repeats=2, delegates=False) > 0
