@@ -132,18 +132,18 @@ def test_a_planted_bad_scale_is_ranked_first(quantised, calibration, tmp_path, k
     images = list(calibration)
     before = quant_report.layer_report(prepared, int8_path, images)
     model = onnx.load(str(int8_path))
-    if kind == "activation":  # the best-quantised activation gets a 50x too small scale: it saturates
-        victim = next(t for t in reversed(before["tensors"]) if t["kind"] == "activation")["tensor"]
-        scale, factor = _scale_of(model, victim), 0.02
-    else:  # the best-ranked conv gets weight scales 30 % off
-        victim = next(layer for layer in reversed(before["layers"]) if layer["op"] == "Conv")["layer"]
+    victim = next(layer for layer in reversed(before["layers"]) if layer["op"] == "Conv")["layer"]
+    assert before["layers"][0]["layer"] != victim
+    if kind == "activation":  # the best-ranked conv's output gets a 50x too small scale: it saturates
+        output = next(n for n in model.graph.node if n.name == victim).output[0]
+        scale, factor = _scale_of(model, output), 0.02
+    else:  # its weights get scales 30 % off
         scale, factor = _weight_scale_of(model, victim), 1.3
-    assert before["layers"][0]["worst_input"] != victim and before["layers"][0]["layer"] != victim
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(factor), scale.name))
     planted = tmp_path / "planted.onnx"
     onnx.save_model(model, str(planted))
     worst = quant_report.layer_report(prepared, planted, images)["layers"][0]
-    assert (worst["worst_input"] if kind == "activation" else worst["layer"]) == victim
+    assert (worst["layer"], worst["worst_tensor_kind"]) == (victim, kind)
     assert worst["sqnr_db"] < before["layers"][0]["sqnr_db"] - 6
 
 

@@ -171,10 +171,6 @@ def recorded_settings(model) -> dict | None:
 WORST_LAYERS = 20      # layers (and tensors) kept in the details
 HELD_OUT_EVERY = 4     # --auto-keep-float scores on every 4th calibration image, calibrates on the rest
 MAX_KEEP_FLOAT = 12    # --auto-keep-float gives up after this many layers
-# ops that only move or select values: their input's quantisation is their producer's, so keeping
-# them in float gains nothing and --auto-keep-float skips them
-DATA_MOVEMENT = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat",
-                           "Slice", "Gather", "Split", "Identity"})
 
 
 def check_request(calibration, cpu=None, calibration_method="minmax", keep_float=(), auto_keep_float=False,
@@ -270,8 +266,7 @@ def _keep_float_until(target, kept, report, run, probe, prepared, out_path, held
     """Keep the worst-ranked layers in float, one at a time, until min cosine on `held` >= target."""
     sample = next(iter(held))[:1]
     fp32_ms = probe.latency_ms(prepared, sample)
-    candidates = [layer["layer"] for layer in report["layers"]
-                  if layer["layer"] not in kept and layer["op"] not in DATA_MOVEMENT]
+    candidates = [layer["layer"] for layer in report["layers"] if layer["layer"] not in kept]
     steps = []
     while True:
         cosine = probe.min_cosine(prepared, out_path, held)

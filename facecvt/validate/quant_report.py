@@ -11,8 +11,9 @@ the calibration images. Per tensor:
 - `model_sqnr_db`: the float activation against the int8 model's at the same point: the error
   accumulated up to there, including what the int8 kernels do (saturation shows here).
 
-A layer (a node fed by DequantizeLinear) gets the lowest `quant_sqnr_db` of its quantised inputs;
-layers are ranked worst first. SQNR = 10 log10(sum f^2 / sum (f - q)^2) over all images.
+A layer (a node fed by DequantizeLinear) gets the lowest `quant_sqnr_db` of what it quantises
+itself: its weights and its output; ops that only move values (reshape, pooling by max...) are
+left out, their tensors share their producer's quantisation. Layers are ranked worst first. SQNR = 10 log10(sum f^2 / sum (f - q)^2) over all images.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import numpy as np
 
 RENAMED_OUTPUT = "_QuantizeLinear_Input"
 MAX_SQNR_DB = 200.0  # what an exact match reports (JSON has no infinity)
+# ops that only move or select values: their output's quantisation is their input's
+DATA_MOVEMENT = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat",
+                           "Slice", "Gather", "Split", "Identity"})
 
 
 def sqnr_db(signal_power: float, noise_power: float) -> float:
@@ -146,25 +150,29 @@ def layer_report(float_path: str | Path, qdq_path: str | Path, batches) -> dict:
                                "quant_sqnr_db": sqnr_db(np.sum(w * w), np.sum((w - dequantised) ** 2))}
     layers = []
     for node in qdq.layers:
-        inputs = [tensors[qdq.dq_source[i]] for i in node.input if qdq.dq_source.get(i) in tensors]
-        if not inputs:
+        if node.op_type in DATA_MOVEMENT:
             continue
-        worst = min(inputs, key=lambda t: t["quant_sqnr_db"])
-        output = tensors.get(node.output[0].removesuffix(RENAMED_OUTPUT), {})
+        weights = [tensors[qdq.dq_source[i]] for i in node.input
+                   if i in qdq.weights and qdq.dq_source[i] in tensors]
+        output = tensors.get(node.output[0].removesuffix(RENAMED_OUTPUT))
+        own = weights + ([output] if output else [])
+        if not own:
+            continue
+        worst = min(own, key=lambda t: t["quant_sqnr_db"])
         layers.append({"layer": node.name, "op": node.op_type, "sqnr_db": worst["quant_sqnr_db"],
-                       "worst_input": worst["tensor"], "worst_input_kind": worst["kind"],
-                       "output_model_sqnr_db": output.get("model_sqnr_db")})
+                       "worst_tensor": worst["tensor"], "worst_tensor_kind": worst["kind"],
+                       "output_model_sqnr_db": output.get("model_sqnr_db") if output else None})
     layers.sort(key=lambda layer: layer["sqnr_db"])
     return {"tensors": sorted(tensors.values(), key=lambda t: t["quant_sqnr_db"]), "layers": layers}
 
 
 def worst_layers_text(report: dict, count: int = 10) -> str:
     """The `count` worst layers as a small table, one line each."""
-    lines = [f"{'layer':<48} {'op':<10} {'SQNR dB':>8}  {'model SQNR dB at output':>24}  worst input"]
+    lines = [f"{'layer':<48} {'op':<10} {'SQNR dB':>8}  {'model SQNR dB at output':>24}  worst tensor"]
     for layer in report["layers"][:count]:
         model = layer["output_model_sqnr_db"]
         lines.append(f"{layer['layer'][:48]:<48} {layer['op']:<10} {layer['sqnr_db']:>8.1f}  "
-                     f"{'' if model is None else f'{model:.1f}':>24}  {layer['worst_input_kind']} {layer['worst_input']}")
+                     f"{'' if model is None else f'{model:.1f}':>24}  {layer['worst_tensor_kind']} {layer['worst_tensor']}")
     return "\n".join(lines)
 
 
