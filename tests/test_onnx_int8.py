@@ -191,14 +191,59 @@ def test_bad_int8_options_are_user_errors_before_conversion(frozen, calibration,
     assert not (tmp_path / "bad.onnx").exists()
 
 
-def test_verify_warns_when_scored_on_calibration_images(fp32, int8, halves, tmp_path):
+@pytest.fixture(scope="module")
+def tflite_int8(frozen, calibration, tmp_path_factory):
+    return export("tflite", frozen, tmp_path_factory.mktemp("tflite") / "tiny_int8.tflite", precision="int8",
+                  calibration=calibration)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_verify_warns_when_scored_on_calibration_images(fp32, int8, tflite_int8, halves, tmp_path, backend):
+    candidate = (backend, int8.path if backend == "onnxruntime" else tflite_int8.path)
     mixed, clean = tmp_path / "mixed", tmp_path / "clean"
     mixed.mkdir(), clean.mkdir()
     for path in halves[1][:4]:
         shutil.copy(path, clean / path.name)
         shutil.copy(path, mixed / path.name)
     shutil.copy(halves[0][0], mixed / "renamed_copy.png")  # same content, other name: still an overlap
-    report = verify(("onnxruntime", fp32), [("onnxruntime", int8.path)], InputSpec(images=mixed))
+    report = verify(("onnxruntime", fp32), [candidate], InputSpec(images=mixed))
     (warning,) = report["warnings"]
     assert "1 of the 5 images" in warning and "renamed_copy.png" in warning
-    assert "warnings" not in verify(("onnxruntime", fp32), [("onnxruntime", int8.path)], InputSpec(images=clean))
+    assert "warnings" not in verify(("onnxruntime", fp32), [candidate], InputSpec(images=clean))
+
+
+@pytest.fixture(scope="module")
+def tiny_pb(frozen, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pb") / "tiny.pb"
+    path.write_bytes(frozen.graph_def.SerializeToString())
+    return path
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from facecvt.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+def test_cli_int8_without_calibration_is_one_line_exit_2(tiny_pb, tmp_path):
+    result = invoke("to-onnx", tiny_pb, "-o", tmp_path / "m.onnx", "--precision", "int8")
+    assert result.exit_code == 2, result.output
+    assert "needs calibration images" in result.output and not (tmp_path / "m.onnx").exists()
+
+
+def test_export_bundle_with_onnx_int8_records_the_quantisation(tiny_pb, halves, tmp_path):
+    import json
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for path in halves[1][:12]:
+        shutil.copy(path, faces / path.name)
+    result = invoke("export", tiny_pb, "-o", tmp_path / "bundle", "--targets", "onnx",
+                    "--precision", "onnx=fp32,int8", "--images", faces)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    (int8,) = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
+    assert int8["details"]["quantization"]["calibration_images"] == 12
+    assert int8["details"]["quantization"]["worst_layers"] and int8["verify"]["pass"]

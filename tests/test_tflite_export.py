@@ -148,3 +148,15 @@ def test_delegation_account_names_the_ops_xnnpack_leaves_to_builtin_kernels(expo
     runs = sum(1 for i, d in enumerate(delegated) if d and (i == 0 or not delegated[i - 1]))
     assert int8["partitions"] == runs  # every builtin op inside the chain splits XNNPACK's partition
     assert latency_ms(exported["int8"].path, repeats=2, delegates=False) > 0
+
+
+def test_int8_records_its_quantisation_and_ranks_its_layers_by_sqnr(exported):
+    from facecvt.validate.artifacts import quantization_record
+
+    details = exported["int8"].details["quantization"]
+    assert quantization_record("litert", exported["int8"].path) == {
+        k: v for k, v in details.items() if k != "worst_layers"}
+    assert quantization_record("litert", exported["fp32"].path) is None
+    sqnr = [layer["sqnr_db"] for layer in details["worst_layers"]]
+    assert sqnr == sorted(sqnr) and 0 < sqnr[0] < 60
+    assert {layer["op"] for layer in details["worst_layers"]} >= {"CONV_2D", "FULLY_CONNECTED"}

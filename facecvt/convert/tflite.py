@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections import Counter
@@ -16,6 +17,7 @@ from facecvt.core.tf_env import import_tf
 
 # ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
+WORST_LAYERS = 20  # layers of the int8 error account kept in the details
 
 
 def representative_dataset(calibration, frozen: FrozenGraph):
@@ -98,13 +100,71 @@ def model_summary(flatbuffer: bytes) -> dict:
     return {"ops": dict(ops.most_common()), "float_compute_ops": float_compute}
 
 
+def record_metadata(flatbuffer: bytes, key: str, text: str) -> bytes:
+    """The model with a metadata entry `key` holding `text` (LiteRT ignores metadata it does not know)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(text.encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = key.encode(), len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _quantization_record(calibration) -> dict:
+    """What an int8 .tflite records: how it was quantised and a digest of the calibration images."""
+    record = {"format": "TFLite full-integer", "activation_type": "int8", "weight_type": "int8",
+              "per_channel": True, "calibration_method": "minmax (TFLite converter)"}
+    if hasattr(calibration, "digest"):
+        digest = calibration.digest()
+        record.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
+                      calibration_files=digest["files"])
+    return record
+
+
+def _convert(converter, precision: str, frozen: FrozenGraph) -> bytes:
+    try:
+        with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": we keep float I/O
+            warnings.simplefilter("ignore", UserWarning)
+            return converter.convert()
+    except FacecvtError:
+        raise
+    except Exception as exc:
+        raise FacecvtError(f"the TFLite converter failed ({precision}): {_converter_message(exc, frozen)}") from exc
+
+
+def _error_account(frozen: FrozenGraph, int8_path: Path, calibration, probe) -> dict:
+    """The int8 model's worst layers by SQNR against an fp32 conversion, on the calibration images."""
+    import tempfile
+
+    tf = import_tf()
+    function, wrapped = concrete_function(frozen)
+    fp32 = _convert(tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped), "fp32", frozen)
+    with tempfile.TemporaryDirectory(prefix="facecvt-tflite-") as work:
+        fp32_path = Path(work) / "fp32.tflite"
+        fp32_path.write_bytes(fp32)
+        report = probe.tflite_layer_report(fp32_path, int8_path, calibration)
+    from facecvt.core.console import err
+
+    err.print("int8 layers with the largest quantisation error:\n" + probe.worst_layers_text(report))
+    return {"worst_layers": report["layers"][:WORST_LAYERS]}
+
+
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
-          calibration=None) -> dict:
+          calibration=None, probe=None) -> dict:
     """Convert `frozen` to a .tflite at `tmp_path`; returns {"precision", "ops", "size_bytes"}.
 
     fp16 stores float16 weights; int8 quantises every op to int8 (float input and output kept)
-    with ranges from `calibration` (an iterable of preprocessed NHWC float32 batches).
+    with ranges from `calibration` (an iterable of preprocessed NHWC float32 batches), records how
+    in the model's metadata and, given `probe` (validate/quant_report, injected by the export
+    workflow), adds the worst layers by SQNR to the details.
     """
+    from facecvt.core.digests import QUANT_METADATA_KEY
+
     if precision == "int8" and calibration is None:
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
                            "(a folder of face crops like the ones the model will see)")
@@ -112,17 +172,16 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     function, wrapped = concrete_function(frozen)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped)
     configure(converter, precision, calibration, frozen)
-    try:
-        with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": we keep float I/O
-            warnings.simplefilter("ignore", UserWarning)
-            flatbuffer = converter.convert()
-    except FacecvtError:
-        raise
-    except Exception as exc:
-        raise FacecvtError(f"the TFLite converter failed ({precision}): {_converter_message(exc, frozen)}") from exc
+    flatbuffer = _convert(converter, precision, frozen)
     summary = model_summary(flatbuffer)
     if precision == "int8" and summary["float_compute_ops"]:
         raise FacecvtError("int8 conversion left float compute ops "
                            f"({', '.join(sorted(set(summary['float_compute_ops'])))}); the model is not full-integer")
+    details = {"precision": precision, "ops": summary["ops"]}
+    if precision == "int8":
+        details["quantization"] = _quantization_record(calibration)
+        flatbuffer = record_metadata(flatbuffer, QUANT_METADATA_KEY, json.dumps(details["quantization"]))
     Path(tmp_path).write_bytes(flatbuffer)
-    return {"precision": precision, "ops": summary["ops"], "size_bytes": len(flatbuffer)}
+    if precision == "int8" and probe is not None:
+        details["quantization"].update(_error_account(frozen, Path(tmp_path), calibration, probe))
+    return {**details, "size_bytes": len(flatbuffer)}

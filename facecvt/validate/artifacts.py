@@ -37,16 +37,32 @@ def quantization_record(backend: str, path: str | Path) -> dict | None:
     from facecvt.core.digests import QUANT_METADATA_KEY
 
     path = Path(path)
-    if backend != "onnxruntime" or not path.is_file():
+    reader = {"onnxruntime": _onnx_metadata, "litert": _tflite_metadata}.get(backend)
+    if reader is None or not path.is_file():
         return None
-    import onnx
-
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        text = reader(path, QUANT_METADATA_KEY)
     except Exception:  # noqa: BLE001 - unreadable here: the runner reports the real load error
         return None
-    entry = next((p for p in model.metadata_props if p.key == QUANT_METADATA_KEY), None)
-    return json.loads(entry.value) if entry else None
+    return json.loads(text) if text else None
+
+
+def _onnx_metadata(path: Path, key: str) -> str | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == key), None)
+
+
+def _tflite_metadata(path: Path, key: str) -> str | None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == key:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
+    return None
 
 
 def default_runner_options(backend: str, path: str | Path) -> dict:

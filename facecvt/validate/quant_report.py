@@ -205,3 +205,87 @@ def latency_ms(path: str | Path, sample: np.ndarray, repeats: int = 10) -> float
         session.run(None, feed)
         times.append(time.perf_counter() - started)
     return 1000 * float(np.median(times))
+
+
+# -- TFLite: the int8 model against the fp32 one, op by op (their op output tensors share names) ---------
+
+TFLITE_DATA_MOVEMENT = frozenset({"RESHAPE", "MAX_POOL_2D", "CONCATENATION", "SHAPE", "STRIDED_SLICE", "PACK"})
+
+
+def _litert_tensors(path, batch):
+    """{output tensor name: (value as stored, quantisation (scales, zero points, axis), op, weight)} of every op.
+
+    Run on LiteRT's builtin kernels with every tensor kept (a delegate would hide its intermediates).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], list(batch.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], batch)
+    interpreter.invoke()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    found = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "DELEGATE" or not len(op["outputs"]):
+            continue
+        out = tensors[int(op["outputs"][0])]
+        weight = None
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op["inputs"]) > 1:
+            w = tensors[int(op["inputs"][1])]
+            weight = (interpreter.get_tensor(w["index"]), w["quantization_parameters"])
+        found[out["name"]] = (interpreter.get_tensor(out["index"]), out["quantization_parameters"], op["op_name"],
+                              weight)
+    return found
+
+
+def _dequantize(value, params) -> np.ndarray:
+    if value.dtype not in (np.int8, np.uint8, np.int16, np.int32) or not len(params["scales"]):
+        return value.astype(np.float32)
+    scale, zero = params["scales"].astype(np.float32), params["zero_points"].astype(np.float32)
+    if scale.size > 1:
+        shape = [1] * value.ndim
+        shape[params["quantized_dimension"]] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((value.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def tflite_layer_report(float_path: str | Path, int8_path: str | Path, batches) -> dict:
+    """{"layers": [...] worst first}: per int8 op, SQNR of its weights and output against the fp32 model.
+
+    `quant_sqnr_db` of an output is the fp32 model's tensor against its fake-quantisation with the
+    int8 tensor's scale (the error that quantisation adds); `model_sqnr_db` against the int8
+    model's dequantised tensor (the error accumulated up to there).
+    """
+    power, kinds, weights = {}, {}, {}
+    for batch in batches:
+        floats, quants = _litert_tensors(float_path, batch), _litert_tensors(int8_path, batch)
+        for name, (value, params, op, weight) in quants.items():
+            if name not in floats or value.dtype != np.int8 or op in ("QUANTIZE", "DEQUANTIZE"):
+                continue
+            f = floats[name][0].astype(np.float64)
+            if f.shape != value.shape:
+                continue
+            own = _fake_quant(floats[name][0], params["scales"][0], params["zero_points"][0].astype(np.int8))
+            power.setdefault(name, np.zeros(3))
+            power[name] += (np.sum(f * f), np.sum((f - own) ** 2), np.sum((f - _dequantize(value, params)) ** 2))
+            kinds[name] = op
+            float_weight = floats[name][3]
+            if weight is not None and float_weight is not None and name not in weights:
+                w = float_weight[0].astype(np.float64)
+                if w.shape == weight[0].shape:
+                    weights[name] = sqnr_db(np.sum(w * w), np.sum((w - _dequantize(*weight)) ** 2))
+    layers = []
+    for name, p in power.items():
+        if kinds[name] in TFLITE_DATA_MOVEMENT:
+            continue
+        output, model = sqnr_db(p[0], p[1]), sqnr_db(p[0], p[2])
+        weight = weights.get(name)
+        worst_kind = "weight" if weight is not None and weight < output else "activation"
+        # a fused op's tensor is named after every TF op folded into it: the first is the one to read
+        layers.append({"layer": name.split(";")[0], "op": kinds[name], "sqnr_db": min(output, weight or MAX_SQNR_DB),
+                       "worst_tensor": name, "worst_tensor_kind": worst_kind, "output_model_sqnr_db": model})
+    layers.sort(key=lambda layer: layer["sqnr_db"])
+    return {"layers": layers}

@@ -31,10 +31,10 @@ def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: boo
     """Write `target_name`'s artifact for `frozen` to `out`; nothing is published unless it loads and runs."""
     target = lookup_target(target_name)
     finals = destinations(target_name, out)
-    if target_name == "onnx" and options.get("precision") == "int8":
+    if options.get("precision") == "int8":
         from facecvt.validate import quant_report
 
-        options.setdefault("probe", quant_report)  # the per-layer error account of the int8 writer
+        options.setdefault("probe", quant_report)  # the per-layer error account of the int8 writers
     started = time.perf_counter()
     with atomic_outputs(finals, force=force) as tmps:
         details = write_artifact(target_name, frozen, tmps, **options)
