@@ -42,6 +42,7 @@ def cosine(a, b):
 
 
 TARGETS = [("opencv", "fp32", ".pb", "opencv"), ("onnx", "fp32", ".onnx", "onnxruntime"),
+           ("onnx", "int8", ".onnx", "onnxruntime"),
            ("tflite", "fp32", ".tflite", "litert"), ("tflite", "fp16", ".tflite", "litert"),
            ("tflite", "int8", ".tflite", "litert"), ("coreml", "fp32", ".mlpackage", "coreml"),
            ("coreml", "fp16", ".mlpackage", "coreml")]
@@ -50,7 +51,7 @@ TARGETS = [("opencv", "fp32", ".pb", "opencv"), ("onnx", "fp32", ".onnx", "onnxr
 @pytest.mark.parametrize("target,precision,suffix,backend", TARGETS)
 def test_export_matches_the_raw_graph(graph, target, precision, suffix, backend, tmp_path):
     model, frozen, x, expected = graph
-    options = {"precision": precision} if target in ("tflite", "coreml") else {}
+    options = {"precision": precision} if target in ("tflite", "coreml") or precision == "int8" else {}
     if precision == "int8":
         options["calibration"] = [x]
     result = export(target, frozen, tmp_path / f"m{suffix}", **options)

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from facecvt.core.digests import QUANT_METADATA_KEY as METADATA_KEY
 from facecvt.core.errors import FacecvtError
 
@@ -69,7 +71,7 @@ def _reader(calibration, input_name: str, progress):
     """An onnxruntime CalibrationDataReader feeding `calibration`'s batches, reporting images done."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    total = len(calibration)
+    total = len(calibration) if hasattr(calibration, "digest") else _image_count(calibration)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -89,12 +91,24 @@ def _reader(calibration, input_name: str, progress):
 
 
 def settings(cpu: str, method: str, calibration, keep_float=()) -> dict:
-    """What the artifact records: CPU profile, types, calibration method and images."""
-    digest = calibration.digest()
-    return {"cpu": cpu, **asdict(CPU_PROFILES[cpu]), "per_channel": True, "format": "QDQ",
-            "calibration_method": method, "calibration_images": digest["count"],
-            "calibration_sha256": digest["sha256"], "calibration_files": digest["files"],
-            "keep_float": list(keep_float)}
+    """What the artifact records: CPU profile, types, calibration method and images.
+
+    A digest of the calibration images when they are files (CalibrationImages); arrays given
+    directly are only counted.
+    """
+    recorded = {"cpu": cpu, **asdict(CPU_PROFILES[cpu]), "per_channel": True, "format": "QDQ",
+                "calibration_method": method}
+    if hasattr(calibration, "digest"):
+        digest = calibration.digest()
+        recorded.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
+                        calibration_files=digest["files"])
+    else:
+        recorded["calibration_images"] = _image_count(calibration)
+    return {**recorded, "keep_float": list(keep_float)}
+
+
+def _image_count(calibration) -> int:
+    return sum(len(batch) if np.ndim(batch) == 4 else 1 for batch in calibration)
 
 
 def quantize(fp32_path: Path, out_path: Path, calibration, *, input_name: str, cpu: str | None = None,
@@ -181,6 +195,8 @@ def check_request(calibration, cpu=None, calibration_method="minmax", keep_float
                            "(a folder of face crops like the ones the model will see)")
     check_options(cpu, calibration_method)
     if auto_keep_float:
+        if not hasattr(calibration, "split"):
+            raise FacecvtError("--auto-keep-float holds out part of the calibration folder: pass --calibration DIR")
         if probe is None:
             raise FacecvtError("--auto-keep-float needs the error account; run it through facecvt's export")
         if len(calibration) < 2 * HELD_OUT_EVERY:
@@ -202,7 +218,9 @@ def _transposed(calibration, nchw: bool):
 
         def __iter__(self):
             for batch in calibration:
-                yield batch.transpose(0, 3, 1, 2).copy() if nchw else batch
+                batch = np.asarray(batch, dtype=np.float32)
+                batch = batch[None] if batch.ndim == 3 else batch  # a single image
+                yield np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if nchw else batch
 
     return Batches()
 
