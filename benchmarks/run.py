@@ -109,7 +109,12 @@ def int8_section(frozen, faces: Path, work: Path, repeats: int) -> dict:
     pairs = read_pairs(faces / "pairs.csv")
     left, right = pairs.index_pairs(paths, resolve=True)
     section = {"calibration_images": len(paths[0::2]), "held_out_images": len(held)}
-    runtimes = {"onnxruntime": ("onnx", [("fp32", {}), *[(f"int8 --cpu {cpu}", {"cpu": cpu}) for cpu in ("avx2", "vnni")]]),
+    from facecvt.convert.onnx_int8 import CPU_PROFILES, CpuProfile
+
+    # onnxruntime's own defaults (s8 activations and weights), for comparison with facecvt's choices
+    CPU_PROFILES.setdefault("ort-default", CpuProfile("int8", "int8", reduce_range=False))
+    cpus = ("avx2", "vnni", "ort-default")
+    runtimes = {"onnxruntime": ("onnx", [("fp32", {}), *[(f"int8 --cpu {cpu}", {"cpu": cpu}) for cpu in cpus]]),
                 "litert": ("tflite", [("fp32", {}), ("int8", {})])}
     for backend, (target, variants) in runtimes.items():
         models, rows = {}, []
@@ -148,19 +153,39 @@ def int8_section(frozen, faces: Path, work: Path, repeats: int) -> dict:
             if row["worst_layers"]:
                 console.print(f"{row['model']}: worst layers " + "; ".join(
                     f"{layer['layer']} ({layer['op']}, {layer['sqnr_db']:.1f} dB)" for layer in row["worst_layers"]))
-    section["litert_ops"] = _tflite_op_account(models["fp32"], models["int8"])
+    section["litert_ops"] = _tflite_op_account(models["fp32"], models["int8"], repeats)
     return section
 
 
-def _tflite_op_account(fp32_path: Path, int8_path: Path) -> dict:
-    """Op types of the fp32 and int8 .tflite, with the int8 model's quantize/dequantize and float ops."""
-    from facecvt.convert.tflite import model_summary
+def _tflite_op_account(fp32_path: Path, int8_path: Path, repeats: int) -> dict:
+    """Per op type of the fp32 and int8 .tflite: how many, how many XNNPACK runs, and the latency with
+    and without XNNPACK (builtin kernels only), runs interleaved."""
+    from facecvt.validate.litert_ops import delegation, latency_ms
 
-    account = {"fp32_ops": model_summary(Path(fp32_path).read_bytes())["ops"],
-               "int8_ops": model_summary(Path(int8_path).read_bytes())["ops"]}
-    rows = [{"op": op, "fp32": account["fp32_ops"].get(op, 0), "int8": account["int8_ops"].get(op, 0)}
-            for op in sorted(set(account["fp32_ops"]) | set(account["int8_ops"]))]
-    show("LiteRT op counts, fp32 vs int8", rows, ["op", "fp32", "int8"])
+    account = {"fp32": delegation(fp32_path), "int8": delegation(int8_path)}
+    rows = []
+    for op in sorted(set(account["fp32"]["op_types"]) | set(account["int8"]["op_types"])):
+        row = {"op": op}
+        for precision in ("fp32", "int8"):
+            ops = [r for r in account[precision]["ops"] if r["op"] == op]
+            row[f"{precision}_ops"] = len(ops)
+            row[f"{precision}_on_xnnpack"] = sum(r["delegated"] for r in ops)
+            row[f"{precision}_input"] = ",".join(sorted({r["input_type"] for r in ops}))
+        rows.append(row)
+    show("LiteRT ops: count and how many XNNPACK runs (the rest run on LiteRT's builtin kernels); "
+         f"XNNPACK partitions fp32 {account['fp32']['partitions']}, int8 {account['int8']['partitions']}", rows,
+         ["op", "fp32_ops", "fp32_on_xnnpack", "int8_ops", "int8_on_xnnpack", "int8_input"])
+    timing = {f"{precision}_{mode}_ms": [] for precision in ("fp32", "int8") for mode in ("xnnpack", "builtin")}
+    for _ in range(3):  # interleaved rounds, medians of medians
+        for precision, path in (("fp32", fp32_path), ("int8", int8_path)):
+            timing[f"{precision}_xnnpack_ms"].append(latency_ms(path, 1, max(3, repeats // 3)))
+            timing[f"{precision}_builtin_ms"].append(latency_ms(path, 1, 2, delegates=False))
+    account["batch1_ms"] = {k: float(np.median(v)) for k, v in timing.items()}
+    show("LiteRT batch 1, with XNNPACK (default) and builtin kernels only",
+         [{"kernels": mode, **{p: account["batch1_ms"][f"{p}_{mode}_ms"] for p in ("fp32", "int8")},
+           "int8_speedup": account["batch1_ms"][f"fp32_{mode}_ms"] / account["batch1_ms"][f"int8_{mode}_ms"]}
+          for mode in ("xnnpack", "builtin")], ["kernels", "fp32", "int8", "int8_speedup"])
+    account["ops_per_type"] = rows
     return account
 
 
