@@ -249,10 +249,9 @@ def _export_command(target: str, model, out, force, options, model_args):
                if k not in ("ops", "mil_ops", "passes", "runner_options", "text_graph_ops", "quantization")}
     quantization = exported.details.get("quantization")
     if quantization:
-        details["int8"] = (f"cpu {quantization['cpu']}, {quantization['activation_type']} activations x "
-                           f"{quantization['weight_type']} weights, reduce_range {quantization['reduce_range']}, "
-                           f"{quantization['calibration_method']} on {quantization['calibration_images']} images, "
-                           f"{len(quantization['keep_float'])} layers kept in float")
+        details["int8"] = ", ".join(f"{k} {quantization[k]}" for k in (
+            "cpu", "activation_type", "weight_type", "reduce_range", "calibration_method", "calibration_images")
+            if k in quantization) + f", {len(quantization.get('keep_float', []))} layers kept in float"
     console.print(f"wrote {', '.join(str(p) for p in exported.paths)} in {exported.seconds:.1f} s "
                   f"({exported.backend}, {exported.precision}); "
                   + "; ".join(f"{k}: {v}" for k, v in details.items()))
@@ -453,9 +452,13 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @model_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")
+@click.option("--cpu", type=click.Choice(["avx2", "vnni", "arm"]),
+              help="CPU an ONNX int8 export will run on (default: this machine's); see to-onnx --help.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="How an ONNX int8 export calibrates its activation ranges.")
 @debug_option
 def export_command(model, out, targets, precisions, images, pairs, preprocess, input_name, output_name, set_values,
-                   batch, signature, custom_objects, force, json_path):
+                   batch, signature, custom_objects, force, json_path, cpu, calibration_method):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
@@ -465,7 +468,7 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
     from facecvt.validate.report import render, write_json_atomic
 
     spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
-                      pairs=pairs, preprocess=preprocess)
+                      pairs=pairs, preprocess=preprocess, cpu=cpu, calibration_method=calibration_method)
     check_destination(out, force)
     if images is not None:
         from facecvt.core.images import list_images
@@ -480,6 +483,8 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
         render(error.report, console)
         raise
     render(report, console)
+    for warning in report.get("warnings", []):
+        err.print(f"warning: {warning}")
     if json_path:
         write_json_atomic(json_path, report)
     console.print(f"wrote {out}/ ({len(manifest['artifacts'])} artifacts, manifest.json, README.md) "

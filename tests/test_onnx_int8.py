@@ -243,6 +243,7 @@ def test_export_bundle_with_onnx_int8_records_the_quantisation(tiny_pb, halves, 
     result = invoke("export", tiny_pb, "-o", tmp_path / "bundle", "--targets", "onnx",
                     "--precision", "onnx=fp32,int8", "--images", faces)
     assert result.exit_code == 0, result.output
+    assert "was calibrated on 12 of the 12 images it is scored on" in result.output  # the bundle's own warning
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     (int8,) = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
     assert int8["details"]["quantization"]["calibration_images"] == 12

@@ -27,6 +27,8 @@ class BundleSpec:
     pairs: Path | None = None
     random: int = 16
     preprocess: str = "fixed"
+    cpu: str | None = None               # ONNX int8: the CPU profile (None: this machine's)
+    calibration_method: str = "minmax"   # ONNX int8
 
 
 def parse_targets(text: str) -> tuple:
@@ -101,6 +103,8 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
                 if spec.images is None:
                     raise FacecvtError(f"{target} int8 needs calibration images: pass --images DIR")
                 options["calibration"] = CalibrationImages(spec.images, spec.preprocess).at_size(frozen.image_size)
+                if target == "onnx":
+                    options.update(cpu=spec.cpu, calibration_method=spec.calibration_method)
             path = out_dir / _artifact_name(stem, target, precision)
             started = time.perf_counter()
             progress(f"exporting {target} {precision} -> {path.name}")
