@@ -296,7 +296,7 @@ def to_opencv():
                  click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True),
                  click.option("--calibration", type=click.Path(path_type=Path),
                               help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
-                 click.option("--preprocess", type=click.Choice(["fixed", "prewhiten", "none"]), default="fixed",
+                 click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images."),
                  click.option("--cpu", type=click.Choice(["avx2", "vnni", "arm"]),
                               help="CPU the int8 model will run on (default: this machine's): avx2 = x86 without "
@@ -337,9 +337,14 @@ def _calibration_option(calibration, preprocess) -> dict:
                  click.option("--calibration", type=click.Path(path_type=Path),
                               help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
                  click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
-                              show_default=True, help="Preprocessing applied to the calibration images.")])
-def to_tflite(precision="fp32", calibration=None, preprocess="fixed"):
-    return {"precision": precision, **_calibration_option(calibration, preprocess)}
+                              show_default=True, help="Preprocessing applied to the calibration images."),
+                 click.option("--keep-float", metavar="TENSOR[,TENSOR...]",
+                              help="int8: ops to leave in float, named by their output tensor (as the error "
+                                   "account prints them).")])
+def to_tflite(precision="fp32", calibration=None, preprocess="fixed", keep_float=None):
+    kept = [n.strip() for n in (keep_float or "").split(",") if n.strip()]
+    return {"precision": precision, **_calibration_option(calibration, preprocess),
+            **({"keep_float": kept} if kept else {})}
 
 
 @export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "

@@ -160,3 +160,15 @@ def test_int8_records_its_quantisation_and_ranks_its_layers_by_sqnr(exported):
     sqnr = [layer["sqnr_db"] for layer in details["worst_layers"]]
     assert sqnr == sorted(sqnr) and 0 < sqnr[0] < 60
     assert {layer["op"] for layer in details["worst_layers"]} >= {"CONV_2D", "FULLY_CONNECTED"}
+
+
+def test_keep_float_leaves_the_named_op_in_float(frozen, calibration, exported, tmp_path):
+    worst = exported["int8"].details["quantization"]["worst_layers"]
+    kept = next(layer for layer in worst if layer["op"] == "CONV_2D")["layer"]
+    result = export("tflite", frozen, tmp_path / "kept.tflite", precision="int8", calibration=calibration,
+                    keep_float=[kept])
+    summary = tflite_target.model_summary(result.path.read_bytes())
+    assert summary["float_compute_ops"] == ["CONV_2D"] and result.details["quantization"]["keep_float"] == [kept]
+    with pytest.raises(FacecvtError, match="--keep-float names no op output"):
+        export("tflite", frozen, tmp_path / "bad.tflite", precision="int8", calibration=calibration,
+               keep_float=["no_such_tensor"])

@@ -154,8 +154,37 @@ def _error_account(frozen: FrozenGraph, int8_path: Path, calibration, probe) -> 
     return {"worst_layers": report["layers"][:WORST_LAYERS]}
 
 
+def _tensor_names(flatbuffer: bytes) -> set:
+    from ai_edge_litert import schema_py_generated as schema
+
+    subgraph = schema.Model.GetRootAs(flatbuffer, 0).Subgraphs(0)
+    return {subgraph.Tensors(i).Name().decode() for i in range(subgraph.TensorsLength())}
+
+
+def _int8_keeping_float(converter, frozen: FrozenGraph, keep_float) -> bytes:
+    """Full-integer int8 except the ops whose output tensors are named in `keep_float` (left in float).
+
+    As TensorFlow's quantization debugger does: calibrate only, then quantise the calibrated
+    model with those nodes on the deny list.
+    """
+    from tensorflow.lite.python import convert as tflite_convert
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's documented route
+    calibrated = _convert(converter, "int8", frozen)
+    unknown = sorted(set(keep_float) - _tensor_names(calibrated))
+    if unknown:
+        raise FacecvtError(f"--keep-float names no op output of this model: {', '.join(unknown[:3])}; use the "
+                           "tensor names the int8 error account prints (worst_layers[].layer)")
+    try:
+        return tflite_convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
+                                            denylisted_nodes=list(keep_float))
+    except Exception as exc:
+        raise FacecvtError(f"the TFLite quantiser failed keeping {', '.join(keep_float)} in float: "
+                           f"{_converter_message(exc, frozen)}") from exc
+
+
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
-          calibration=None, probe=None) -> dict:
+          calibration=None, probe=None, keep_float=()) -> dict:
     """Convert `frozen` to a .tflite at `tmp_path`; returns {"precision", "ops", "size_bytes"}.
 
     fp16 stores float16 weights; int8 quantises every op to int8 (float input and output kept)
@@ -172,14 +201,19 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     function, wrapped = concrete_function(frozen)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped)
     configure(converter, precision, calibration, frozen)
-    flatbuffer = _convert(converter, precision, frozen)
+    if keep_float and precision != "int8":
+        raise FacecvtError("--keep-float applies to int8 exports only")
+    if keep_float:
+        flatbuffer = _int8_keeping_float(converter, frozen, keep_float)
+    else:
+        flatbuffer = _convert(converter, precision, frozen)
     summary = model_summary(flatbuffer)
-    if precision == "int8" and summary["float_compute_ops"]:
+    if precision == "int8" and summary["float_compute_ops"] and not keep_float:
         raise FacecvtError("int8 conversion left float compute ops "
                            f"({', '.join(sorted(set(summary['float_compute_ops'])))}); the model is not full-integer")
     details = {"precision": precision, "ops": summary["ops"]}
     if precision == "int8":
-        details["quantization"] = _quantization_record(calibration)
+        details["quantization"] = {**_quantization_record(calibration), "keep_float": list(keep_float)}
         flatbuffer = record_metadata(flatbuffer, QUANT_METADATA_KEY, json.dumps(details["quantization"]))
     Path(tmp_path).write_bytes(flatbuffer)
     if precision == "int8" and probe is not None:

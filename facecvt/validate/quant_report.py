@@ -284,8 +284,9 @@ def tflite_layer_report(float_path: str | Path, int8_path: str | Path, batches) 
         output, model = sqnr_db(p[0], p[1]), sqnr_db(p[0], p[2])
         weight = weights.get(name)
         worst_kind = "weight" if weight is not None and weight < output else "activation"
-        # a fused op's tensor is named after every TF op folded into it: the first is the one to read
-        layers.append({"layer": name.split(";")[0], "op": kinds[name], "sqnr_db": min(output, weight or MAX_SQNR_DB),
+        # a fused op's tensor is named after every TF op folded into it (the first is the one to read);
+        # the whole name is what --keep-float takes
+        layers.append({"layer": name, "op": kinds[name], "sqnr_db": min(output, weight or MAX_SQNR_DB),
                        "worst_tensor": name, "worst_tensor_kind": worst_kind, "output_model_sqnr_db": model})
     layers.sort(key=lambda layer: layer["sqnr_db"])
     return {"layers": layers}
