@@ -49,3 +49,18 @@ class CalibrationImages:
 
         for _, batch in iter_image_batches(self.paths(), self.size_hw, self.preprocess, self.batch_size):
             yield batch
+
+
+def first_images(batches, count: int):
+    """The first `count` images of an iterable of NHWC batches, as batches (a sample for the error account)."""
+
+    class Sample:
+        def __iter__(self):
+            left = count
+            for batch in batches:
+                if left <= 0:
+                    return
+                yield batch[:left]
+                left -= len(batch)
+
+    return Sample()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecvt.convert.calibration import first_images
 from facecvt.core.digests import QUANT_METADATA_KEY as METADATA_KEY
 from facecvt.core.errors import FacecvtError
 
@@ -183,6 +184,7 @@ def recorded_settings(model) -> dict | None:
 # -- the int8 writer: quantise, account for the error, keep layers in float until accurate enough -----
 
 WORST_LAYERS = 20      # layers (and tensors) kept in the details
+ACCOUNT_IMAGES = 16    # calibration images the error account runs on (SQNR settles well before)
 HELD_OUT_EVERY = 4     # --auto-keep-float scores on every 4th calibration image, calibrates on the rest
 MAX_KEEP_FLOAT = 12    # --auto-keep-float gives up after this many layers
 
@@ -265,7 +267,7 @@ def write_int8(model, out_path: Path, calibration, input_name: str, cpu=None, ca
         if probe is None:
             return recorded
         prepared = prepare(fp32_path, work)
-        report = probe.layer_report(prepared, out_path, images)
+        report = probe.layer_report(prepared, out_path, first_images(images, ACCOUNT_IMAGES))
         details = {**recorded, "worst_layers": report["layers"][:WORST_LAYERS],
                    "worst_tensors": report["tensors"][:WORST_LAYERS]}
         if progress:

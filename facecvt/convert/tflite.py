@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecvt.convert.calibration import first_images
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph, concrete_function
 from facecvt.core.tf_env import import_tf
@@ -17,7 +18,8 @@ from facecvt.core.tf_env import import_tf
 
 # ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
-WORST_LAYERS = 20  # layers of the int8 error account kept in the details
+WORST_LAYERS = 20    # layers of the int8 error account kept in the details
+ACCOUNT_IMAGES = 16  # calibration images the error account runs on (SQNR settles well before)
 
 
 def representative_dataset(calibration, frozen: FrozenGraph):
@@ -137,6 +139,13 @@ def _convert(converter, precision: str, frozen: FrozenGraph) -> bytes:
         raise FacecvtError(f"the TFLite converter failed ({precision}): {_converter_message(exc, frozen)}") from exc
 
 
+def _batches(calibration):
+    """`calibration`'s items as float32 NHWC batches (single images get a batch dimension)."""
+    for item in calibration:
+        batch = np.asarray(item, dtype=np.float32)
+        yield batch[None] if batch.ndim == 3 else batch
+
+
 def _error_account(frozen: FrozenGraph, int8_path: Path, calibration, probe) -> dict:
     """The int8 model's worst layers by SQNR against an fp32 conversion, on the calibration images."""
     import tempfile
@@ -147,7 +156,7 @@ def _error_account(frozen: FrozenGraph, int8_path: Path, calibration, probe) -> 
     with tempfile.TemporaryDirectory(prefix="facecvt-tflite-") as work:
         fp32_path = Path(work) / "fp32.tflite"
         fp32_path.write_bytes(fp32)
-        report = probe.tflite_layer_report(fp32_path, int8_path, calibration)
+        report = probe.tflite_layer_report(fp32_path, int8_path, first_images(_batches(calibration), ACCOUNT_IMAGES))
     from facecvt.core.console import err
 
     err.print("int8 layers with the largest quantisation error:\n" + probe.worst_layers_text(report))
