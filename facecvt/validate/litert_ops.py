@@ -41,14 +41,16 @@ def _covered(ops: list, delegate: dict) -> set:
 
 
 def delegation(path: str | Path) -> dict:
-    """{"partitions", "ops": [{"index", "op", "input_type", "delegated"}], "not_delegated": {OP: n}}."""
-    details = _interpreter(path)._get_ops_details()
+    """{"partitions", "ops": [{"index", "op", "output", "input_type", "delegated"}], "not_delegated": {OP: n}}."""
+    interpreter = _interpreter(path)
+    details = interpreter._get_ops_details()
     ops = [op for op in details if op["op_name"] != "DELEGATE"]
     delegated = set()
     for node in details:
         if node["op_name"] == "DELEGATE":
             delegated |= _covered(ops, node)
     rows = [{"index": op["index"], "op": op["op_name"], "delegated": op["index"] in delegated,
+             "output": interpreter._interpreter.TensorName(int(op["outputs"][0]), 0) if len(op["outputs"]) else "",
              "input_type": np.dtype(op["operand_types"][0]).name if op["operand_types"] else ""} for op in ops]
     return {"partitions": sum(node["op_name"] == "DELEGATE" for node in details), "ops": rows,
             "not_delegated": dict(Counter(r["op"] for r in rows if not r["delegated"]).most_common()),
@@ -72,3 +74,4 @@ def latency_ms(path: str | Path, batch: int = 1, repeats: int = 10, delegates: b
         if run >= 2:
             times.append(1000 * (time.perf_counter() - started))
     return float(np.median(times))
+
