@@ -179,8 +179,20 @@ def test_auto_keep_float_refuses_an_unreachable_target(frozen, calibration, tmp_
     assert not (tmp_path / "never.onnx").exists()
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods_quantise_and_are_recorded(fp32, calibration, halves, tmp_path, method):
+    import onnxruntime
+
+    out = tmp_path / f"{method}.onnx"
+    assert onnx_int8.quantize(fp32, out, calibration, input_name="input", method=method)["calibration_method"] == method
+    held = np.concatenate(batches(halves[1]))
+    a, b = (onnxruntime.InferenceSession(str(p)).run(None, {"input": held})[0] for p in (fp32, out))
+    assert min_cosine(a, b) >= 0.98
+
+
 @pytest.mark.parametrize("options, message", [
     ({}, "needs calibration images"),
+    ({"calibration": []}, "the calibration set is empty"),
     ({"calibration": "CAL", "cpu": "sparc"}, "--cpu 'sparc' is unknown"),
     ({"calibration": "CAL", "calibration_method": "guess"}, "--calibration-method 'guess' is unknown"),
 ])

@@ -68,15 +68,23 @@ def check_options(cpu: str | None, method: str) -> str:
     return cpu
 
 
-def _reader(calibration, input_name: str, progress):
-    """An onnxruntime CalibrationDataReader feeding `calibration`'s batches, reporting images done."""
+def _reader(calibration, input_name: str, progress, one_image_at_a_time: bool = False):
+    """An onnxruntime CalibrationDataReader feeding `calibration`'s batches, reporting images done.
+
+    onnxruntime's histogram calibrators (entropy, percentile) stack the outputs of all feeds into
+    one array, so they get one image at a time (batches of unequal size do not stack).
+    """
     from onnxruntime.quantization import CalibrationDataReader
 
     total = len(calibration) if hasattr(calibration, "digest") else _image_count(calibration)
 
+    def feeds():
+        for batch in calibration:
+            yield from (batch[i:i + 1] for i in range(len(batch))) if one_image_at_a_time else [batch]
+
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(calibration)
+            self.batches = feeds()
             self.done = 0
 
         def get_next(self):
@@ -130,16 +138,13 @@ def quantize(fp32_path: Path, out_path: Path, calibration, *, input_name: str, c
     with _work_dir(cache_dir) as work:
         prepared = prepare(fp32_path, work)
         cache = work / f"ranges_{method}_{profile.symmetric_activations}.json"
-        reader = None if cache.is_file() else _reader(calibration, input_name, progress)
-        try:
-            quantize_static(
-                str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                reduce_range=profile.reduce_range, activation_type=types[profile.activation_type],
-                weight_type=types[profile.weight_type], calibrate_method=methods[method],
-                nodes_to_exclude=list(keep_float), calibration_cache_path=str(cache),
-                extra_options={"ActivationSymmetric": profile.symmetric_activations})
-        except StopIteration:
-            raise FacecvtError("the calibration set is empty; pass --calibration DIR with face images") from None
+        reader = None if cache.is_file() else _reader(calibration, input_name, progress, method != "minmax")
+        quantize_static(
+            str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=profile.reduce_range, activation_type=types[profile.activation_type],
+            weight_type=types[profile.weight_type], calibrate_method=methods[method],
+            nodes_to_exclude=list(keep_float), calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": profile.symmetric_activations})
     recorded = settings(cpu, method, calibration, keep_float)
     model = onnx.load(str(out_path))
     entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None) or model.metadata_props.add()
@@ -196,6 +201,8 @@ def check_request(calibration, cpu=None, calibration_method="minmax", keep_float
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
                            "(a folder of face crops like the ones the model will see)")
     check_options(cpu, calibration_method)
+    if not hasattr(calibration, "digest") and _image_count(calibration) == 0:
+        raise FacecvtError("the calibration set is empty; pass --calibration DIR with face images")
     if auto_keep_float:
         if not hasattr(calibration, "split"):
             raise FacecvtError("--auto-keep-float holds out part of the calibration folder: pass --calibration DIR")
@@ -232,10 +239,11 @@ def _is_nchw(model) -> bool:
     return len(dims) == 4 and dims[1].dim_value == 3 and dims[3].dim_value != 3
 
 
-def _print_progress(done: int, total: int) -> None:
+def _print_progress(done: int, total: int, every: int = 16) -> None:
     from facecvt.core.console import err
 
-    err.print(f"calibrating: {done}/{total} images")
+    if done % every == 0 or done == total:
+        err.print(f"calibrating: {done}/{total} images")
 
 
 def write_int8(model, out_path: Path, calibration, input_name: str, cpu=None, calibration_method="minmax",
