@@ -90,6 +90,16 @@ def test_artifact_is_int8_and_records_cpu_and_calibration_digest(int8, halves):
     assert details["worst_layers"] and details["worst_layers"][0]["sqnr_db"] <= details["worst_layers"][-1]["sqnr_db"]
 
 
+def test_the_head_stays_float_by_default(int8):
+    """The embedding's FC layer and L2 normalisation: little work, much of the error."""
+    model = onnx.load(str(int8.path))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    head = [n for n in model.graph.node if n.name in onnx_int8.head_nodes(model)]
+    assert {n.op_type for n in head} >= {"Gemm", "ReduceSum", "Mul"}
+    assert all(producers.get(i) != "DequantizeLinear" for n in head for i in n.input[1:])  # float weights
+    assert set(onnx_int8.head_nodes(model)) <= set(quantization_record("onnxruntime", int8.path)["keep_float"])
+
+
 @pytest.mark.parametrize("cpuinfo, machine, expected", [
     ("flags\t: fpu avx2 fma avx512f avx512_vnni\n", "x86_64", "vnni"),
     ("flags\t: fpu avx2 fma avx_vnni\n", "x86_64", "vnni"),
@@ -173,7 +183,7 @@ def test_auto_keep_float_scores_on_images_it_did_not_calibrate_on(frozen, calibr
 
 def test_auto_keep_float_refuses_an_unreachable_target(frozen, calibration, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_int8, "MAX_KEEP_FLOAT", 1)
-    with pytest.raises(FacecvtError, match="with 1 layers kept in float, below --target-cosine"):
+    with pytest.raises(FacecvtError, match="with 1 more layers kept in float, below --target-cosine"):
         export("onnx", frozen, tmp_path / "never.onnx", precision="int8", calibration=calibration,
                auto_keep_float=True, target_cosine=0.9999999, progress=None)
     assert not (tmp_path / "never.onnx").exists()
