@@ -169,6 +169,13 @@ def test_keep_float_leaves_the_named_op_in_float(frozen, calibration, exported, 
                     keep_float=[kept])
     summary = tflite_target.model_summary(result.path.read_bytes())
     assert summary["float_compute_ops"] == ["CONV_2D"] and result.details["quantization"]["keep_float"] == [kept]
+    from facecvt.validate.litert_ops import delegation
+
+    (l2,) = [r["output"] for r in delegation(exported["int8"].path)["ops"] if r["op"] == "L2_NORMALIZATION"]
+    head = export("tflite", frozen, tmp_path / "head.tflite", precision="int8", calibration=calibration,
+                  keep_float=[l2])  # the output op: named NAME1 in the int8 model, NAME before quantisation
+    ops = [(r["op"], r["input_type"]) for r in delegation(head.path)["ops"]]
+    assert ("L2_NORMALIZATION", "float32") in ops
     with pytest.raises(FacecvtError, match="--keep-float names no op output"):
         export("tflite", frozen, tmp_path / "bad.tflite", precision="int8", calibration=calibration,
                keep_float=["no_such_tensor"])

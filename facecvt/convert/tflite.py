@@ -180,7 +180,10 @@ def _int8_keeping_float(converter, frozen: FrozenGraph, keep_float) -> bytes:
 
     converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's documented route
     calibrated = _convert(converter, "int8", frozen)
-    unknown = sorted(set(keep_float) - _tensor_names(calibrated))
+    names = _tensor_names(calibrated)
+    # the int8 model's output op is named NAME1 (its DEQUANTIZE took NAME); the calibrated one's NAME
+    keep_float = [n[:-1] if n not in names and n.endswith("1") and n[:-1] in names else n for n in keep_float]
+    unknown = sorted(set(keep_float) - names)
     if unknown:
         raise FacecvtError(f"--keep-float names no op output of this model: {', '.join(unknown[:3])}; use the "
                            "tensor names the int8 error account prints (worst_layers[].layer)")
