@@ -185,6 +185,8 @@ def _tflite_op_account(fp32_path: Path, int8_path: Path, repeats: int) -> dict:
          [{"kernels": mode, **{p: account["batch1_ms"][f"{p}_{mode}_ms"] for p in ("fp32", "int8")},
            "int8_speedup": account["batch1_ms"][f"fp32_{mode}_ms"] / account["batch1_ms"][f"int8_{mode}_ms"]}
           for mode in ("xnnpack", "builtin")], ["kernels", "fp32", "int8", "int8_speedup"])
+    for precision in ("fp32", "int8"):
+        account[precision].pop("ops")  # one row per op: the per-type rows below say it shorter
     account["ops_per_type"] = rows
     return account
 
