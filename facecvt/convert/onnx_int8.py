@@ -8,6 +8,7 @@ in int32 and needs no reduction; ARM kernels prefer symmetric s8 activations.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -163,27 +164,17 @@ def prepare(fp32_path: Path, work: Path) -> Path:
     return prepared
 
 
-class _work_dir:
+@contextlib.contextmanager
+def _work_dir(cache_dir: Path | None):
     """`cache_dir` as is, or a temporary folder removed on exit."""
-
-    def __init__(self, cache_dir: Path | None):
-        self.cache_dir, self.tmp = cache_dir, None
-
-    def __enter__(self) -> Path:
-        if self.cache_dir is not None:
-            return Path(self.cache_dir)
-        self.tmp = Path(tempfile.mkdtemp(prefix="facecvt-int8-"))
-        return self.tmp
-
-    def __exit__(self, *exc):
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def recorded_settings(model) -> dict | None:
-    """The settings an int8 ONNX model records (None for a model facecvt did not quantise)."""
-    entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None)
-    return json.loads(entry.value) if entry else None
+    if cache_dir is not None:
+        yield Path(cache_dir)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="facecvt-int8-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- the int8 writer: quantise, account for the error, keep layers in float until accurate enough -----
@@ -195,7 +186,7 @@ MAX_KEEP_FLOAT = 12    # --auto-keep-float gives up after this many layers
 
 
 def check_request(calibration, cpu=None, calibration_method="minmax", keep_float=(), auto_keep_float=False,
-                  target_cosine=0.995, probe=None, progress=None) -> None:
+                  target_cosine=0.995, probe=None, progress=None, float_head=True) -> None:
     """Fail before the (slow) conversion on options an int8 ONNX export cannot take."""
     if calibration is None:
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
