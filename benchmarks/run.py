@@ -177,13 +177,15 @@ def main() -> None:
     with stage("freeze", stages):
         frozen = freeze(model).frozen
     artifacts = {}
-    plan = [("opencv", "fp32", {}), ("onnx", "fp32", {}), ("tflite", "fp32", {"precision": "fp32"}),
+    plan = [("opencv", "fp32", {}), ("opencv-onnx", "fp32", {}), ("onnx", "fp32", {}),
+            ("tflite", "fp32", {"precision": "fp32"}),
             ("tflite", "fp16", {"precision": "fp16"}), ("coreml", "fp32", {"precision": "fp32"}),
             ("coreml", "fp16", {"precision": "fp16"})]
     if faces:
         plan.append(("tflite", "int8", {"precision": "int8",
                                          "calibration": CalibrationImages(faces).at_size((160, 160))}))
-    suffix = {"opencv": ".pb", "onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+    suffix = {"opencv": ".pb", "opencv-onnx": "_opencv.onnx", "onnx": ".onnx", "tflite": ".tflite",
+              "coreml": ".mlpackage"}
     for target, precision, options in plan:
         with stage(f"to-{target} {precision}", stages):
             artifacts[(target, precision)] = export(target, frozen, work / f"facenet_{precision}{suffix[target]}",
@@ -209,6 +211,11 @@ def main() -> None:
         {"model": "graph_final.pb (classic recipe)", "batch": 1, **latency("opencv", final, 1, r)},
         {"model": "facecvt export", "batch": 1, **latency("opencv", cv_export.path, 1, r, pbtxt=cv_export.extra_paths[0])},
         {"model": "facecvt export", "batch": 8, **latency("opencv", cv_export.path, 8, r, pbtxt=cv_export.extra_paths[0])},
+        # the same network as ONNX, read by readNetFromONNX on OpenCV 5's new engine (issue 14)
+        {"model": "facecvt opencv-onnx (new engine)", "batch": 1,
+         **latency("opencv", artifacts[("opencv-onnx", "fp32")].path, 1, r, engine="new")},
+        {"model": "facecvt opencv-onnx (new engine)", "batch": 8,
+         **latency("opencv", artifacts[("opencv-onnx", "fp32")].path, 8, r, engine="new")},
     ]
     base = opencv[0]["per_image_ms"]
     for row in opencv:
@@ -267,11 +274,18 @@ def main() -> None:
         with stage("verify 61 faces x 4 backends", verify_rows):
             result = verify(("tensorflow", raw), four, InputSpec(images=faces), pairs=faces / "pairs.csv")
         verify_rows[-1]["pass"] = result["pass"]
+    if faces:  # the OpenCV ONNX export on the engine users run, and on the classic one that misreads it
+        cv_onnx = artifacts[("opencv-onnx", "fp32")].path
+        for engine in ("new", "classic"):
+            result = verify(("tensorflow", raw), [("opencv", cv_onnx, "fp32", {"engine": engine})],
+                            InputSpec(images=faces, batch_size=8))
+            verify_rows.append({"stage": f"verify opencv-onnx, {engine} engine, 61 faces, batch 8",
+                                "pass": result["pass"], "max_abs": result["candidates"][0]["max_abs"]})
     for count in (200, 2000):
         with stage(f"verify {count} random inputs (onnxruntime)", verify_rows):
             verify(("tensorflow", raw), four[1:2], InputSpec(random=count))
     RESULTS["verify"] = verify_rows
-    show("verify wall time and peak memory", verify_rows, ["stage", "seconds", "peak_mb_above_start"])
+    show("verify wall time and peak memory", verify_rows, ["stage", "seconds", "peak_mb_above_start", "pass", "max_abs"])
 
     # -- localize: one candidate, as `verify --localize` does it (reference opened and frozen too) --
     from facecvt.validate.artifacts import default_runner_options

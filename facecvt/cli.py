@@ -444,28 +444,33 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
               help="Face images to verify on (and to calibrate int8). Without it: 16 random inputs.")
 @click.option("--pairs", type=click.Path(path_type=Path), help="Verification pairs (CSV or LFW pairs.txt).")
 @click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Converters running at once, each in its own process (default: one per core; fewer "
+                   "need less memory).")
 @model_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")
 @debug_option
-def export_command(model, out, targets, precisions, images, pairs, preprocess, input_name, output_name, set_values,
-                   batch, signature, custom_objects, force, json_path):
+def export_command(model, out, targets, precisions, images, pairs, preprocess, workers, input_name, output_name,
+                   set_values, batch, signature, custom_objects, force, json_path):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
     from facecvt.core.atomic import check_destination
     from facecvt.workflows.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
+    from facecvt.workflows.export_pool import start_early
     from facecvt.core.console import err, out as console
     from facecvt.validate.report import render, write_json_atomic
 
     spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
-                      pairs=pairs, preprocess=preprocess)
+                      pairs=pairs, preprocess=preprocess, workers=workers)
     check_destination(out, force)
     if images is not None:
         from facecvt.core.images import list_images
 
         list_images(images)
     started = time.perf_counter()
+    start_early()  # the converter workers' process server imports TensorFlow while this one loads and freezes
     loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,

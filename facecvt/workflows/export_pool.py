@@ -51,6 +51,21 @@ class ConverterCrash(Exception):
     """An exception facecvt did not foresee, raised in a worker: a bug, reported as an internal error."""
 
 
+def _context():
+    """The forkserver context, its server preloading FORKSERVER_PRELOAD when it starts."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
+def start_early() -> None:
+    """Start the forkserver (and its imports) now, so that they overlap the parent's load and freeze."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
 def worker_count(jobs: int, wanted: int | None = None) -> int:
     """Workers to run: `wanted`, else one per core this process may use; never more than the jobs."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -129,8 +144,7 @@ class ExportPool:
         self._executor = None
 
     def __enter__(self):
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(FORKSERVER_PRELOAD)
+        context = _context()
         self._messages = context.SimpleQueue()
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
                                                      initargs=(self._messages,), max_tasks_per_child=1)
