@@ -71,6 +71,20 @@ def test_a_failing_converter_is_named_and_nothing_is_written(unconvertible_pb, t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_frozen_graph_reaches_the_workers_whole(frozen):
+    import dataclasses
+
+    from facecvt.workflows.export_pool import from_payload, to_payload
+
+    noted = dataclasses.replace(frozen, notes={"original_batch": 1})
+    graph, meta = to_payload(noted)
+    assert isinstance(graph, bytes)
+    back = from_payload(graph, meta)
+    assert back.graph_def == noted.graph_def
+    assert [getattr(back, f.name) for f in dataclasses.fields(back) if f.name != "graph_def"] == \
+        [getattr(noted, f.name) for f in dataclasses.fields(noted) if f.name != "graph_def"]
+
+
 def test_an_unforeseen_worker_exception_comes_back_as_an_internal_error(frozen, tmp_path):
     from facecvt.workflows.export_pool import ConverterCrash, ExportPool, Job
 

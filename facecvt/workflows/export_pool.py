@@ -72,6 +72,22 @@ def worker_count(jobs: int, wanted: int | None = None) -> int:
     return max(1, min(jobs, wanted or cores))
 
 
+def to_payload(frozen: FrozenGraph) -> tuple[bytes, dict]:
+    """(serialized GraphDef, every other field) of a frozen graph, as it travels to the workers."""
+    return frozen.graph_def.SerializeToString(), {
+        "input_name": frozen.input_name, "output_name": frozen.output_name,
+        "input_shape": tuple(frozen.input_shape), "embedding_size": frozen.embedding_size,
+        "notes": dict(frozen.notes)}
+
+
+def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
+    from facecvt.core.tf_env import graph_def_class
+
+    graph_def = graph_def_class()()
+    graph_def.ParseFromString(graph)
+    return FrozenGraph(graph_def, **meta)
+
+
 # ---------------------------------------------------------------------------------------------
 # in the worker
 
@@ -97,8 +113,8 @@ def _peak_rss_mb() -> float:
 
 
 def _run(job: Job, graph: bytes, meta: dict):
-    """Write one artifact; the worker's scratch files (converters' temp files) stay beside it."""
-    from facecvt.core.tf_env import graph_def_class
+    """Write one artifact. Converters' temporary files go to a scratch folder beside the artifact (in the
+    bundle's temporary folder), so that a killed worker's leftovers go when that folder is removed."""
     from facecvt.workflows.export_artifact import export
 
     started = time.perf_counter()
@@ -107,9 +123,7 @@ def _run(job: Job, graph: bytes, meta: dict):
         tempfile.tempdir = scratch  # coremltools, TF and tf2onnx write temporaries here, removed with the bundle
         os.environ["TMPDIR"] = scratch
         try:
-            graph_def = graph_def_class()()
-            graph_def.ParseFromString(graph)
-            result = export(job.target, FrozenGraph(graph_def, **meta), job.path, **job.options)
+            result = export(job.target, from_payload(graph, meta), job.path, **job.options)
         except FacecvtError as error:
             raise FacecvtError(f"{job.label}: {error}") from None  # a fresh one: it pickles plainly
         except Exception as error:  # noqa: BLE001 - not foreseen: sent back as an internal error
@@ -134,9 +148,7 @@ class ExportPool:
     """
 
     def __init__(self, frozen: FrozenGraph, workers: int, progress=print):
-        self._graph = frozen.graph_def.SerializeToString()
-        self._meta = {"input_name": frozen.input_name, "output_name": frozen.output_name,
-                      "input_shape": tuple(frozen.input_shape), "embedding_size": frozen.embedding_size}
+        self._graph, self._meta = to_payload(frozen)
         self._workers = workers
         self._progress = progress
         self._running: dict = {}  # job label -> pid, as the workers report
