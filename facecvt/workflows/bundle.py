@@ -12,10 +12,9 @@ from pathlib import Path
 
 from facecvt import __version__
 from facecvt.core.errors import FacecvtError, ToleranceError
-from facecvt.core.targets import TARGETS
+from facecvt.core.targets import DEFAULT_TARGETS, TARGETS
 
 ALL_TARGETS = tuple(TARGETS)
-DEFAULT_TARGETS = ("opencv", "onnx", "tflite", "coreml")  # opencv-onnx on request (--targets)
 VERSIONED = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "coremltools", "opencv-python-headless",
              "ai-edge-litert", "numpy")
 

@@ -37,6 +37,10 @@ class RememberingReference(Runner):
     def describe(self) -> str:
         return self._runner.describe()
 
+    @property
+    def executed_by(self) -> str:
+        return self._runner.executed_by
+
     def __getattr__(self, name):
         """Everything else is the wrapped runner's (verify's layer-by-layer localisation uses it)."""
         if name.startswith("_"):

@@ -63,7 +63,12 @@ class OpenCVRunner(Runner):
             cv2.setNumThreads(int(threads))
 
     def describe(self) -> str:
-        return f"{self.backend}:{self.path}" + (f" (engine {self.engine})" if is_onnx(self.path) else "")
+        return f"{self.backend}:{self.path}" + (f" ({self.engine} engine)" if self.engine != "auto" else "")
+
+    @property
+    def executed_by(self) -> str:
+        """The engine that ran, when it was chosen (verify's tables say `opencv (opencv new engine)`)."""
+        return self.backend if self.engine == "auto" else f"opencv {self.engine} engine"
 
     @property
     def input_shape(self) -> tuple:
