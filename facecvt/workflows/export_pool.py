@@ -91,7 +91,10 @@ def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
 # ---------------------------------------------------------------------------------------------
 # in the worker
 
-_messages = None  # the queue to the parent's progress thread, set by _initialize
+# The write end of a pipe to the parent's progress thread, set by _initialize. A plain pipe, not a
+# multiprocessing queue: a queue's writers share a lock that a worker killed mid-write would hold
+# for ever; a message this small is written to a pipe in one atomic write, without a lock.
+_messages = None
 
 
 def _initialize(messages) -> None:
@@ -101,7 +104,7 @@ def _initialize(messages) -> None:
 
 
 def _say(job: Job, kind: str, text: str) -> None:
-    _messages.put((kind, os.getpid(), job.label, text))
+    _messages.send((kind, os.getpid(), job.label, text))
 
 
 def _peak_rss_mb() -> float:
@@ -157,9 +160,10 @@ class ExportPool:
 
     def __enter__(self):
         context = _context()
-        self._messages = context.SimpleQueue()
+        self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
-                                                     initargs=(self._messages,), max_tasks_per_child=1)
+                                                     initargs=(self._writer,), max_tasks_per_child=1)
+        self._stop = threading.Event()
         self._relay = threading.Thread(target=self._relay_progress, name="facecvt-export-progress", daemon=True)
         self._relay.start()
         return self
@@ -180,8 +184,9 @@ class ExportPool:
                 self._kill_workers()
             self._executor.shutdown(wait=True, cancel_futures=True)
         finally:
-            self._messages.put(None)
+            self._stop.set()
             self._relay.join(timeout=5)
+            self._writer.close()
             self._messages.close()
 
     def _kill_workers(self) -> None:
@@ -199,10 +204,14 @@ class ExportPool:
 
     def _relay_progress(self) -> None:
         while True:
-            message = self._messages.get()
-            if message is None:
+            try:
+                if not self._messages.poll(0.2):
+                    if self._stop.is_set():  # stopped, and every message relayed
+                        return
+                    continue
+                kind, pid, label, text = self._messages.recv()
+            except (EOFError, OSError):  # closed: nothing more will come
                 return
-            kind, pid, label, text = message
             name = self._names.setdefault(pid, f"worker {len(self._names) + 1}")
             if kind == "start":
                 self._running[label] = pid
