@@ -280,7 +280,7 @@ def export_command(target, help_text, extra_options=(), choose_target=None):
 
 
 @export_command("opencv", "Write an OpenCV-DNN model at any batch size. --format pb: OUT.pb (weights) and OUT.pbtxt "
-                          "(text graph) for cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt), OpenCV 3.4 to 5.x; "
+                          "(text graph) for cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt), OpenCV 3.x to 5.0; "
                           "--format onnx: OUT.onnx (NCHW) for cv2.dnn.readNetFromONNX(OUT.onnx, "
                           "cv2.dnn.ENGINE_NEW), OpenCV 5's new engine.",
                 [click.option("--format", "fmt", type=click.Choice(["pb", "onnx"]),
@@ -356,7 +356,9 @@ def progress_bar(description: str):
 
 
 def engine_option(func):
-    return click.option("--engine", type=click.Choice(["new", "classic", "auto"]),
+    from facecvt.validate.runners.opencv import ENGINES
+
+    return click.option("--engine", type=click.Choice(ENGINES),
                         help="OpenCV's DNN engine for OpenCV candidates (default: new for .onnx, OpenCV's "
                              "auto for .pb, as users load them).")(func)
 
