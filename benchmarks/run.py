@@ -111,9 +111,12 @@ def export_tree(raw: Path, faces: Path | None, out: Path, targets: str = "opencv
     if faces:
         command += ["--images", str(faces), "--pairs", str(faces / "pairs.csv")]
     result = run_tree(command)
+    log = out.with_name("export.log")  # its progress: which worker wrote what, when, at what peak
+    log.write_text(result["output"])
     if result["exit_status"] != 0:
         console.print(result["output"])
         raise SystemExit(f"facecvt export failed with exit status {result['exit_status']}")
+    console.print(f"facecvt export's output: {log}")
     return {"command": f"facecvt export ({targets}{', 61 faces + pairs' if faces else ''})",
             **{k: v for k, v in result.items() if k != "output"}}
 
