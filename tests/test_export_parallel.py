@@ -54,7 +54,8 @@ def test_export_in_workers_publishes_every_artifact_in_order_and_no_scratch(tiny
     assert onnx_files == {"onnx": "tiny.onnx", "opencv-onnx": "tiny_opencv.onnx"}
     assert next(a for a in manifest["artifacts"] if a["target"] == "opencv-onnx")["input"]["layout"] == "NCHW"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json", "README.md", "tiny.pb", "tiny.pbtxt", "tiny.onnx", "tiny_opencv.onnx", "tiny.tflite"])
+        ["manifest.json", "README.md", "report.html", "tiny.pb", "tiny.pbtxt", "tiny.onnx", "tiny_opencv.onnx",
+         "tiny.tflite"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temporary folder beside it
     assert "worker 1 (pid" in result.stderr and "worker 2 (pid" in result.stderr  # progress names each worker
     assert "ENGINE_NEW" in (out / "README.md").read_text()
