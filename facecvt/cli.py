@@ -13,7 +13,7 @@ import click
 from facecvt import __version__
 from facecvt.core.errors import FacecvtError, ToleranceError
 from facecvt.core.images import PREPROCESS_MODES
-from facecvt.core.targets import TARGETS
+from facecvt.core.targets import DEFAULT_TARGETS, TARGETS
 
 EXIT_OK, EXIT_OUT_OF_TOLERANCE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 
@@ -257,7 +257,10 @@ def _export_command(target: str, model, out, force, options, model_args):
                   + "; ".join(f"{k}: {v}" for k, v in details.items()))
 
 
-def export_command(target, help_text, extra_options=()):
+def export_command(target, help_text, extra_options=(), choose_target=None):
+    """A `to-TARGET` command; `choose_target(out, options) -> (target, options)` lets one command
+    write several targets (to-opencv --format onnx)."""
+
     def decorator(func):
         @main.command(name=f"to-{target}", help=help_text)
         @click.argument("model", type=click.Path(path_type=Path))
@@ -270,7 +273,8 @@ def export_command(target, help_text, extra_options=()):
         def command(model, out, input_name, output_name, set_values, batch, signature, custom_objects, force,
                     **options):
             options = func(**options) or options
-            _export_command(target, model, out, force, options,
+            chosen, options = choose_target(out, options) if choose_target else (target, options)
+            _export_command(chosen, model, out, force, options,
                             (input_name, output_name, set_values, batch, signature, custom_objects))
 
         for option in reversed(extra_options):
@@ -280,10 +284,26 @@ def export_command(target, help_text, extra_options=()):
     return decorator
 
 
-@export_command("opencv", "Write an OpenCV-DNN model: OUT.pb (weights) and OUT.pbtxt (text graph), loadable with "
-                          "cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt) at any batch size.")
-def to_opencv():
-    return {}
+@export_command("opencv", "Write an OpenCV-DNN model at any batch size. --format pb: OUT.pb (weights) and OUT.pbtxt "
+                          "(text graph) for cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt), OpenCV 3.x to 5.0; "
+                          "--format onnx: OUT.onnx (NCHW) for cv2.dnn.readNetFromONNX(OUT.onnx, "
+                          "cv2.dnn.ENGINE_NEW), OpenCV 5's new engine.",
+                [click.option("--format", "fmt", type=click.Choice(["pb", "onnx"]),
+                              help="pb (TensorFlow importer) or onnx (OpenCV 5's new engine); default: from "
+                                   "OUT's suffix, pb unless it is .onnx.")],
+                choose_target=lambda out, options: opencv_target(out, options.pop("fmt")))
+def to_opencv(fmt=None):
+    return {"fmt": fmt}
+
+
+def opencv_target(out: Path, fmt: str | None) -> tuple[str, dict]:
+    """(target, options) of `to-opencv`: --format, else the output's suffix; the two must agree."""
+    is_onnx = Path(out).suffix.lower() == ".onnx"
+    fmt = fmt or ("onnx" if is_onnx else "pb")
+    if is_onnx != (fmt == "onnx"):
+        raise FacecvtError(f"--format {fmt} does not match {out}: write -o OUT.onnx for --format onnx, "
+                           "-o OUT.pb for --format pb")
+    return ("opencv-onnx" if fmt == "onnx" else "opencv"), {}
 
 
 @export_command("onnx", "Write an ONNX model with a symbolic batch dimension, checked by onnx.checker and loaded "
@@ -373,8 +393,16 @@ def progress_bar(description: str):
     return bar, update
 
 
+def engine_option(func):
+    from facecvt.validate.runners.opencv import ENGINES
+
+    return click.option("--engine", type=click.Choice(ENGINES),
+                        help="OpenCV's DNN engine for OpenCV candidates (default: new for .onnx, OpenCV's "
+                             "auto for .pb, as users load them).")(func)
+
+
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-               json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None):
+               json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None, engine=None):
     """Run `verify` on the command's arguments, render the report, write the JSON (and HTML); returns the report."""
     from facecvt.core.console import err, out
     from facecvt.validate.report import render, write_json_atomic
@@ -385,7 +413,8 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
     with bar:
         report = verify_specs(str(reference), [str(c) for c in candidates], inputs, pairs=pairs,
                               tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update,
-                              localize=localize, localize_inputs=localize_inputs)
+                              localize=localize, localize_inputs=localize_inputs,
+                              backend_options={"opencv": {"engine": engine}} if engine else None)
     render(report, out)
     for warning in report.get("warnings", []):
         err.print(f"warning: {warning}")
@@ -418,14 +447,16 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
               help="Inputs the layer-by-layer comparison runs on.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Write a self-contained HTML report with plots (|Δ| histograms, cosines, ROC, error along depth).")
+@engine_option
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
-                   json_path, localize, localize_inputs, html_path):
+                   json_path, localize, localize_inputs, html_path, engine):
     """Check that each CANDIDATE export computes REFERENCE's embeddings.
 
     REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
     (phase_train=False). A CANDIDATE is BACKEND=PATH or PATH, the backend from the suffix:
-    .onnx onnxruntime, .tflite litert, .mlpackage/.mlmodel coreml, .pb opencv.
+    .onnx onnxruntime, .tflite litert, .mlpackage/.mlmodel coreml, .pb opencv; opencv=M.onnx runs an
+    ONNX model in OpenCV (on its new engine unless --engine says otherwise).
 
     A failing candidate (every candidate with --localize) is also compared layer by layer with the
     clean TensorFlow graph on the first --localize-inputs inputs: the table names the first layer
@@ -435,7 +466,7 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
     2: bad usage or input.
     """
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-                        json_path, batch_size, True if localize else None, localize_inputs, html_path)
+                        json_path, batch_size, True if localize else None, localize_inputs, html_path, engine)
     if not report["pass"]:
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
                   if not c["pass"]]
@@ -446,14 +477,18 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output-dir", "out", required=True, type=click.Path(path_type=Path),
               help="Bundle folder to create (artifacts, manifest.json, README.md).")
-@click.option("--targets", default=",".join(TARGETS), show_default=True,
-              help="Comma-separated targets.")
+@click.option("--targets", default=",".join(DEFAULT_TARGETS), show_default=True,
+              help=f"Comma-separated targets, of {', '.join(TARGETS)} (opencv-onnx: ONNX for OpenCV 5's new "
+                   "engine).")
 @click.option("--precision", "precisions", multiple=True, metavar="TARGET=P[,P]",
               help="Precisions per target, e.g. tflite=fp32,fp16,int8 or coreml=fp16 (default fp32). Repeatable.")
 @click.option("--images", type=click.Path(path_type=Path),
               help="Face images to verify on (and to calibrate int8). Without it: 16 random inputs.")
 @click.option("--pairs", type=click.Path(path_type=Path), help="Verification pairs (CSV or LFW pairs.txt).")
 @click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Converters running at once, each in its own process (default: one per core; fewer "
+                   "need less memory).")
 @model_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the verify report as JSON.")
@@ -462,24 +497,27 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How an ONNX int8 export calibrates its activation ranges.")
 @debug_option
-def export_command(model, out, targets, precisions, images, pairs, preprocess, input_name, output_name, set_values,
-                   batch, signature, custom_objects, force, json_path, cpu, calibration_method):
+def export_command(model, out, targets, precisions, images, pairs, preprocess, workers, input_name, output_name,
+                   set_values, batch, signature, custom_objects, force, json_path, cpu, calibration_method):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
     from facecvt.core.atomic import check_destination
     from facecvt.workflows.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
+    from facecvt.workflows.export_pool import start_early
     from facecvt.core.console import err, out as console
     from facecvt.validate.report import render, write_json_atomic
 
     spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
-                      pairs=pairs, preprocess=preprocess, cpu=cpu, calibration_method=calibration_method)
+                      pairs=pairs, preprocess=preprocess, workers=workers, cpu=cpu,
+                      calibration_method=calibration_method)
     check_destination(out, force)
     if images is not None:
         from facecvt.core.images import list_images
 
         list_images(images)
     started = time.perf_counter()
+    start_early()  # the converter workers' process server imports TensorFlow while this one loads and freezes
     loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
@@ -502,8 +540,9 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, i
 @click.option("--threads", type=int, help="Threads per runtime (default: each runtime's own).")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per batch size.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the results as JSON.")
+@engine_option
 @debug_option
-def bench_command(artifacts, batches, threads, repeats, json_path):
+def bench_command(artifacts, batches, threads, repeats, json_path, engine):
     """Median and p90 latency and images/s of each ARTIFACT (BACKEND=PATH or PATH, as in verify; use
     tensorflow=MODEL.pb for the TensorFlow reference), warm-up excluded, all in one run so ratios are fair."""
     from facecvt.workflows.bench import bench, bench_table
@@ -516,7 +555,8 @@ def bench_command(artifacts, batches, threads, repeats, json_path):
             raise FacecvtError(f"{path} does not exist")
     if any(b < 1 for b in batches) or repeats < 1:
         raise FacecvtError("--batch and --repeats must be at least 1")
-    report = bench(parsed, batches or (1, 8), threads, repeats, progress=lambda m: err.print(f"[dim]timing {m}[/]"))
+    report = bench(parsed, batches or (1, 8), threads, repeats, progress=lambda m: err.print(f"[dim]timing {m}[/]"),
+                   engine=engine)
     out.print(bench_table(report))
     if report["note"]:
         out.print(report["note"])

@@ -153,6 +153,8 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None
         raise FacecvtError(f"unknown ONNX layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if precision == "int8":
         onnx_int8.check_request(calibration, **int8_options)
+    elif int8_options or calibration is not None:  # a caller's mistake, not the user's: fail loudly
+        raise TypeError(f"int8 options given for a {precision} ONNX export: {sorted(int8_options)}")
     opset = default_opset() if opset is None else check_opset(opset)
     model = _convert(frozen, opset, layout)
     _set_batch_dim(model)

@@ -23,6 +23,7 @@ class Target:
     exporter: str             # module holding `write(frozen, tmp_path, siblings, **options)`
     siblings: tuple = ()      # suffixes of files written beside the artifact
     name_pattern: str = ""    # names the runtime accepts for inputs/outputs ("" = any TF name)
+    by_default: bool = True   # exported by `facecvt export` when --targets is not given
 
     def legal_name(self, name: str) -> bool:
         return not self.name_pattern or re.fullmatch(self.name_pattern, name) is not None
@@ -31,20 +32,35 @@ class Target:
 TARGETS = {t.name: t for t in (
     Target("opencv", "opencv", ".pb", ("fp32",), "NCHW", "facecvt.convert.opencv", siblings=(".pbtxt",)),
     Target("onnx", "onnxruntime", ".onnx", ("fp32", "int8"), "NHWC", "facecvt.convert.onnx"),
+    # ONNX for OpenCV's new DNN engine (cv2.dnn.readNetFromONNX), the route OpenCV keeps as it drops
+    # its TensorFlow importer; after "onnx" so that a bare `.onnx` candidate stays onnxruntime's.
+    Target("opencv-onnx", "opencv", ".onnx", ("fp32",), "NCHW", "facecvt.convert.opencv_onnx", by_default=False),
     Target("tflite", "litert", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "facecvt.convert.tflite"),
     Target("coreml", "coreml", ".mlpackage", ("fp32", "fp16"), "NHWC", "facecvt.convert.coreml",
            name_pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
 )}
+DEFAULT_TARGETS = tuple(name for name, t in TARGETS.items() if t.by_default)
 
 # Backends that run an artifact but are no export target of their own.
 REFERENCE_BACKEND = "tensorflow"
-BACKENDS = (REFERENCE_BACKEND, *(t.backend for t in TARGETS.values()))
+BACKENDS = tuple(dict.fromkeys((REFERENCE_BACKEND, *(t.backend for t in TARGETS.values()))))
 BACKEND_ALIASES = {"tf": "tensorflow", "cv2": "opencv", "ort": "onnxruntime", "onnx": "onnxruntime",
                    "tflite": "litert"}
-# suffix -> backend of a candidate; `.pb` is the reference's when it is the reference (see backend_for)
 # files only TensorFlow (through Keras) runs: the loaders' inputs, never an export
 TENSORFLOW_SUFFIXES = (".keras", ".h5", ".hdf5")
-SUFFIX_BACKEND = {**{t.suffix: t.backend for t in TARGETS.values() if t.suffix != ".pb"}, ".mlmodel": "coreml"}
+
+
+def _suffix_backends() -> dict:
+    """suffix -> backend of a candidate, the first target with that suffix deciding: `.onnx` is
+    onnxruntime's (`opencv=m.onnx` picks OpenCV). `.pb` is left to `backend_for` (reference or OpenCV)."""
+    found = {}
+    for t in TARGETS.values():
+        if t.suffix != ".pb":
+            found.setdefault(t.suffix, t.backend)
+    return {**found, ".mlmodel": "coreml"}
+
+
+SUFFIX_BACKEND = _suffix_backends()
 
 # Core ML metadata keys with which an image-input export records its baked-in preprocessing.
 COREML_IMAGE_SCALE = "facecvt.image_scale"

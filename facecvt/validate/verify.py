@@ -316,10 +316,12 @@ def calibration_overlap(candidates, paths) -> list[str]:
 
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
                  tolerances: dict | None = None, progress: Progress | None = None, localize: bool | None = None,
-                 localize_inputs: int = 4) -> dict:
+                 localize_inputs: int = 4, backend_options: dict | None = None) -> dict:
     """`verify` on command-line specs: REFERENCE and CANDIDATE are PATH or BACKEND=PATH.
 
     Every argument is checked (one input source, every path exists) before a runtime is loaded.
+    `backend_options` adds runner options per backend (`{"opencv": {"engine": "classic"}}`) to the
+    options a candidate is opened with as users open it.
     """
     if inputs.images is None and inputs.random is None and pairs is None:
         raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
@@ -332,5 +334,7 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
     for _, path in [(ref_backend, ref_path), *parsed]:
         if not path.exists():
             raise FacecvtError(f"{path} does not exist")
+    extra = backend_options or {}
+    parsed = [(b, p, None, {**default_runner_options(b, p), **extra[b]}) if b in extra else (b, p) for b, p in parsed]
     return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress,
                   localize=localize, localize_inputs=localize_inputs)

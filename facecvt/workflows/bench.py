@@ -28,13 +28,19 @@ def time_runner(runner, batch: int, *, warmup: int = 2, repeats: int = 10, max_s
             "images_per_s": batch / median}
 
 
-def bench(artifacts, batches=(1, 8), threads: int | None = None, repeats: int = 10, progress=None) -> dict:
-    """Benchmark each (backend, path) at each batch size; ratios against TensorFlow when it is there."""
+def bench(artifacts, batches=(1, 8), threads: int | None = None, repeats: int = 10, progress=None,
+          engine: str | None = None) -> dict:
+    """Benchmark each (backend, path) at each batch size; ratios against TensorFlow when it is there.
+
+    `engine` is the OpenCV engine of OpenCV artifacts (None: the runner's default for the format).
+    """
     from facecvt.validate.runners import load_runner
 
     rows = []
     for backend, path in artifacts:
         options = {"threads": threads} if threads else {}
+        if engine and backend == "opencv":
+            options["engine"] = engine
         try:
             runner = load_runner(backend, path, **options)
         except FacecvtError:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facecvt import __version__
 from facecvt.core.errors import FacecvtError, ToleranceError
-from facecvt.core.targets import TARGETS
+from facecvt.core.targets import DEFAULT_TARGETS, TARGETS
 
 ALL_TARGETS = tuple(TARGETS)
 VERSIONED = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "coremltools", "opencv-python-headless",
@@ -21,7 +21,7 @@ VERSIONED = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "coremltools", "ope
 
 @dataclass
 class BundleSpec:
-    targets: tuple = ALL_TARGETS
+    targets: tuple = DEFAULT_TARGETS
     precisions: dict = field(default_factory=dict)  # target -> list of precisions
     images: Path | None = None
     pairs: Path | None = None
@@ -29,6 +29,7 @@ class BundleSpec:
     preprocess: str = "fixed"
     cpu: str | None = None               # ONNX int8: the CPU profile (None: this machine's)
     calibration_method: str = "minmax"   # ONNX int8
+    workers: int | None = None  # converter processes at once (default: one per core)
 
 
 def parse_targets(text: str) -> tuple:
@@ -84,18 +85,30 @@ def versions() -> dict:
 
 
 def _artifact_name(stem: str, target: str, precision: str) -> str:
-    tag = "" if precision == "fp32" else f"_{precision}"
-    return f"{stem}{tag}{TARGETS[target].suffix}"
+    """`stem[_precision].suffix`, tagged with the backend when an earlier target has the same suffix
+    (facenet.onnx for ONNX Runtime, facenet_opencv.onnx for OpenCV)."""
+    suffix = TARGETS[target].suffix
+    first_with_suffix = next(t for t in TARGETS.values() if t.suffix == suffix)
+    tags = ([] if first_with_suffix.name == target else [TARGETS[target].backend]) + \
+        ([] if precision == "fp32" else [precision])
+    return "_".join([stem, *tags]) + suffix
 
 
-def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print) -> dict:
-    """Export every target of `spec` from one frozen graph into `out_dir`, verify, return the manifest."""
-    from facecvt.workflows.export_artifact import export
+# Rough conversion seconds of the released FaceNet (README's stage table): the longest start first,
+# so that no worker begins a long conversion while the others sit idle at the end.
+EXPECTED_SECONDS = {"coreml": 16, "onnx": 11, "opencv-onnx": 11, "tflite": 8, "opencv": 3}
+
+
+def _expected_seconds(job) -> float:
+    return EXPECTED_SECONDS.get(job.target, 10) * (2 if job.precision == "int8" else 1)
+
+
+def plan_jobs(stem: str, frozen, out_dir: Path, spec: BundleSpec) -> list:
+    """The artifacts of the bundle, in the bundle's order (the order of the manifest and report)."""
     from facecvt.convert.calibration import CalibrationImages
-    from facecvt.validate.verify import InputSpec, verify
+    from facecvt.workflows.export_pool import Job
 
-    stem = model.path.stem if model.path.is_file() else model.path.name
-    exported = []
+    jobs = []
     for target in spec.targets:
         for precision in spec.precisions.get(target, ["fp32"]):
             options = {"precision": precision}
@@ -105,24 +118,47 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
                 options["calibration"] = CalibrationImages(spec.images, spec.preprocess).at_size(frozen.image_size)
                 if target == "onnx":
                     options.update(cpu=spec.cpu, calibration_method=spec.calibration_method)
-            path = out_dir / _artifact_name(stem, target, precision)
-            started = time.perf_counter()
-            progress(f"exporting {target} {precision} -> {path.name}")
-            result = export(target, frozen, path, **options)
-            exported.append((target, precision, result, time.perf_counter() - started))
-            progress(f"  {target} {precision} written and loaded back in {exported[-1][3]:.1f} s")
+            jobs.append(Job(target, precision, out_dir / _artifact_name(stem, target, precision), options))
+    return jobs
 
-    progress("verifying every artifact against the original model")
+
+def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print) -> dict:
+    """Export every target of `spec` from one frozen graph into `out_dir`, verify, return the manifest.
+
+    The converters run in worker processes (workflows/export_pool.py), the longest first; each
+    artifact is verified in this process as soon as it is written, while later ones convert.
+    """
+    from concurrent.futures import as_completed
+
+    from facecvt.validate.runners.tensorflow import TensorFlowRunner
+    from facecvt.validate.verify import InputSpec
+    from facecvt.workflows.bundle_verify import ArtifactVerifier
+    from facecvt.workflows.export_pool import ExportPool, worker_count
+
+    stem = model.path.stem if model.path.is_file() else model.path.name
+    jobs = plan_jobs(stem, frozen, out_dir, spec)
     inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
                        preprocess=spec.preprocess)
-    candidates = [(r.backend, r.path, precision) for _, precision, r, _ in exported]
+    workers = worker_count(len(jobs), spec.workers)
+    progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()
-    from facecvt.validate.runners.tensorflow import TensorFlowRunner
-
-    with TensorFlowRunner(model.path, model=model, clean=frozen) as reference:
-        report = verify(reference, candidates, inputs, pairs=spec.pairs)
-    progress(f"  verified {len(candidates)} artifacts on {report['inputs']['count']} inputs in "
+    results = {}
+    with ExportPool(frozen, workers, progress) as pool:
+        pending = {pool.submit(job): job for job in sorted(jobs, key=_expected_seconds, reverse=True)}
+        with TensorFlowRunner(model.path, model=model, clean=frozen) as reference:
+            verifier = ArtifactVerifier(reference, inputs, spec.pairs)
+            for future in as_completed(pending):
+                job = pending[future]
+                results[job] = pool.result(future, job)
+                check_started = time.perf_counter()
+                check = verifier.check(job, results[job].backend, results[job].path, job.precision)
+                verdict = "PASS" if check["pass"] else "FAIL " + ", ".join(check.get("failed", []))
+                progress(f"  verified {job.label}: max |Δ| {check['max_abs']:.1e}, min cosine "
+                         f"{check['min_cosine']:.6f}: {verdict} ({time.perf_counter() - check_started:.1f} s)")
+    report = verifier.report(jobs)
+    progress(f"  {len(jobs)} artifacts written and verified on {report['inputs']['count']} inputs in "
              f"{time.perf_counter() - started:.1f} s")
+    exported = [(job.target, job.precision, results[job], results[job].seconds) for job in jobs]
     checks = {str(c["path"]): c for c in report["candidates"]}
 
     artifacts = []
@@ -175,9 +211,10 @@ def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool 
     from facecvt.core.atomic import atomic_output
     from facecvt.workflows.bundle_readme import bundle_readme
     from facecvt.validate.html_report import write_html_atomic
+    from facecvt.workflows.export_pool import sigterm_as_interrupt
     from facecvt.validate.report import write_json_atomic
 
-    with atomic_output(out_dir, force) as tmp:
+    with sigterm_as_interrupt(), atomic_output(out_dir, force) as tmp:
         tmp.mkdir()
         manifest, report = build_bundle(model, frozen, tmp, spec, progress)
         if not manifest["pass"]:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-SNIPPETS = {
-    "opencv": '''```python
+# Both OpenCV formats take the same blob; only the reading line differs.
+OPENCV_SNIPPET = '''```python
 import cv2, numpy as np
-net = cv2.dnn.readNetFromTensorflow("{file}", "{sibling}")
+net = {read}
 faces = [cv2.imread(path) for path in face_crop_paths]  # BGR uint8, as OpenCV reads them
 # fixed preprocessing (x - 127.5) / 128 on RGB: swapRB turns OpenCV's BGR into the RGB the model wants
-blob = cv2.dnn.blobFromImages(faces, scalefactor=1 / 128, size=({w}, {h}), mean=(127.5, 127.5, 127.5), swapRB=True)
+blob = cv2.dnn.blobFromImages(faces, scalefactor=1 / 128, size=({{w}}, {{h}}), mean=(127.5, 127.5, 127.5), swapRB=True)
 net.setInput(blob)
-embeddings = net.forward()  # (N, {d}), L2-normalised
-```''',
+embeddings = net.forward()  # (N, {{d}}), L2-normalised
+```'''
+
+# Which OpenCV reads which format (said under each OpenCV artifact of the bundle).
+OPENCV_VERSIONS = {
+    "opencv": "For every OpenCV with the TensorFlow importer (`readNetFromTensorflow`: 3.x, 4.x, 5.0; checked "
+              "here with the OpenCV in `manifest.json`'s versions). OpenCV 5 keeps that importer for now, but "
+              "its removal is proposed upstream: on OpenCV 5 prefer the ONNX export (`--targets opencv-onnx`).",
+    "opencv-onnx": "Needs OpenCV 5.0 or later on its **new engine** (`cv2.dnn.ENGINE_NEW`; later 5.x releases "
+                   "call it `ENGINE_OPENCV`). The classic engine (OpenCV 4.x's importer, or "
+                   "`ENGINE_CLASSIC` in 5.x) loads this file but computes wrong embeddings without any "
+                   "error; for OpenCV 4.x use the `.pb` export (`--targets opencv`).",
+}
+
+SNIPPETS = {
+    "opencv": OPENCV_SNIPPET.format(read='cv2.dnn.readNetFromTensorflow("{file}", "{sibling}")'),
+    "opencv-onnx": OPENCV_SNIPPET.format(read='cv2.dnn.readNetFromONNX("{file}", cv2.dnn.ENGINE_NEW)'),
     "onnx": '''```python
 import numpy as np, onnxruntime as ort
 session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
@@ -60,4 +75,6 @@ def bundle_readme(manifest: dict) -> str:
                                                h=h, w=w, d=a["output"]["embedding_size"],
                                                input=a["input"]["name"], output=a["output"]["name"])
         lines += ["", f"## {a['target']} ({a['precision']}): `{files[0]}`", "", snippet]
+        if a["target"] in OPENCV_VERSIONS:
+            lines += ["", OPENCV_VERSIONS[a["target"]]]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Run a TensorFlow .pb (and optional .pbtxt) with OpenCV's DNN module on the CPU."""
+"""Run an OpenCV-DNN model on the CPU: a TensorFlow .pb (and optional .pbtxt), or an NCHW ONNX model."""
 
 from __future__ import annotations
 
@@ -15,23 +15,36 @@ from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import Runner
 
 ENGINES = ("auto", "new", "classic")
+ONNX_SUFFIX = ".onnx"
+
+
+def is_onnx(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ONNX_SUFFIX
+
+
+def default_engine(path: str | Path) -> str:
+    """The engine users are told to run: the new one for ONNX (the classic engine mis-reads
+    facecvt's ONNX silently), OpenCV's own choice for a TensorFlow graph."""
+    return "new" if is_onnx(path) else "auto"
 
 
 class OpenCVRunner(Runner):
-    """cv2.dnn.readNetFromTensorflow(pb[, pbtxt]) on DNN_BACKEND_OPENCV / DNN_TARGET_CPU.
+    """cv2.dnn.readNetFromTensorflow(pb[, pbtxt]) or readNetFromONNX(onnx) on DNN_BACKEND_OPENCV / CPU.
 
     `threads` sets OpenCV's (process-wide) thread count until close(); `engine` picks OpenCV 5's
-    graph engine ("auto" lets OpenCV choose: the new engine, falling back to the classic one).
-    A graph whose input has a fixed batch is run in chunks of that batch.
+    graph engine: "new", "classic", or "auto" (OpenCV's choice: the new engine, falling back to the
+    classic one); None runs `default_engine(path)`. A graph whose input has a fixed batch is run in
+    chunks of that batch.
     """
 
     backend = "opencv"
 
     def __init__(self, path: str | Path, pbtxt: str | Path | None = None, threads: int | None = None,
-                 engine: str = "auto"):
+                 engine: str | None = None):
         super().__init__(path)
         import cv2
 
+        engine = engine or default_engine(path)
         if engine not in ENGINES:
             raise FacecvtError(f"unknown OpenCV engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.pbtxt = Path(pbtxt) if pbtxt else None
@@ -39,12 +52,23 @@ class OpenCVRunner(Runner):
             if needed is not None and not needed.is_file():
                 raise FacecvtError(f"{needed} does not exist")
         self.engine = engine
-        self.input_name, shape = graph_input(self.path)
-        self._input_shape = tuple(None if d is None or d < 0 else d for d in shape) if shape else (None,) * 4
+        if is_onnx(self.path):
+            self.input_name, self._input_shape = onnx_input(self.path)
+        else:
+            self.input_name, shape = graph_input(self.path)
+            self._input_shape = tuple(None if d is None or d < 0 else d for d in shape) if shape else (None,) * 4
         self.net = read_net(self.path, self.pbtxt, engine)
         self._threads_before = cv2.getNumThreads()
         if threads:
             cv2.setNumThreads(int(threads))
+
+    def describe(self) -> str:
+        return f"{self.backend}:{self.path}" + (f" ({self.engine} engine)" if self.engine != "auto" else "")
+
+    @property
+    def executed_by(self) -> str:
+        """The engine that ran, when it was chosen (verify's tables say `opencv (opencv new engine)`)."""
+        return self.backend if self.engine == "auto" else f"opencv {self.engine} engine"
 
     @property
     def input_shape(self) -> tuple:
@@ -95,20 +119,33 @@ class OpenCVRunner(Runner):
         cv2.setNumThreads(self._threads_before)
 
 
-def read_net(pb: Path, pbtxt: Path | None, engine: str = "auto"):
-    """The cv2.dnn.Net of `pb` (+ `pbtxt`), its import errors turned into a FacecvtError naming the node."""
+def engine_flag(engine: str) -> int:
+    """cv2.dnn's constant for an engine name (the new engine is ENGINE_OPENCV after OpenCV 5.0)."""
     import cv2
 
-    engines = {"auto": cv2.dnn.ENGINE_AUTO, "new": cv2.dnn.ENGINE_NEW, "classic": cv2.dnn.ENGINE_CLASSIC}
+    new = getattr(cv2.dnn, "ENGINE_NEW", None)
+    flags = {"auto": cv2.dnn.ENGINE_AUTO, "classic": cv2.dnn.ENGINE_CLASSIC,
+             "new": new if new is not None else cv2.dnn.ENGINE_OPENCV}
+    return flags[engine]
+
+
+def read_net(path: Path, pbtxt: Path | None, engine: str = "auto"):
+    """The cv2.dnn.Net of a TensorFlow `path` (+ `pbtxt`) or an ONNX `path` on `engine`; its import
+    errors turned into a FacecvtError naming the node."""
+    import cv2
+
     with _captured_stderr() as log:
         try:
-            net = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt) if pbtxt else "", engines[engine])
+            if is_onnx(path):
+                net = cv2.dnn.readNetFromONNX(str(path), engine_flag(engine))
+            else:
+                net = cv2.dnn.readNetFromTensorflow(str(path), str(pbtxt) if pbtxt else "", engine_flag(engine))
         except cv2.error as error:
             failure = error
         else:
             failure = None
     if failure is not None:
-        raise opencv_failure("load", pb, failure, log=log.text) from None
+        raise opencv_failure("load", path, failure, log=log.text) from None
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     # DNN_TARGET_CPU is the default target; setting it makes the new engine warn that it has no targets.
     return net
@@ -204,6 +241,29 @@ def _captured_stderr():
             os.close(saved)
             log.seek(0)
             capture.text = log.read().decode("utf-8", "replace")
+
+
+def onnx_input(path: Path) -> tuple[str, tuple]:
+    """(name, NHWC shape with None for free dimensions) of an ONNX model's NCHW image input."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not an ONNX file
+        raise FacecvtError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    weights = {init.name for init in graph.initializer}
+    value = next((v for v in graph.input if v.name not in weights), None)
+    if value is None:
+        raise FacecvtError(f"{path} has no graph input")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+    if len(dims) != 4:
+        raise FacecvtError(f"{path} takes a rank-{len(dims)} input {value.name!r}; OpenCV runs image models "
+                           "with an NCHW input")
+    n, c, h, w = dims
+    if c not in (1, 3, None) and dims[3] in (1, 3):
+        raise FacecvtError(f"{path} takes NHWC input (shape {list(dims)}), but OpenCV feeds NCHW blobs; "
+                           "export it for OpenCV with `facecvt to-opencv --format onnx`")
+    return value.name, (n, h, w, c)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""Converters in worker processes: one fresh process per artifact, as many at once as there are cores.
+
+Each worker writes one artifact (write, load back, rename: workflows/export_artifact.py) and exits,
+so the memory a converter took returns to the system at once instead of staying with one process
+to the end. The frozen graph travels to the workers as serialized bytes. Workers are forked from
+a forkserver that imported TensorFlow once and ran nothing: TensorFlow is not fork-safe once it
+has run, and a fork of a process that only imported it saves each worker the import (seconds of
+CPU on a small machine). Workers ignore SIGINT: the parent owns every interruption and kills them.
+
+Errors travel back as they happen in the worker: a FacecvtError keeps its message (prefixed with
+the artifact it was writing), anything else becomes a `ConverterCrash` (an internal error),
+and a worker that dies (killed, out of memory) is named with the artifact it was writing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facecvt.core.errors import FacecvtError
+from facecvt.core.frozen import FrozenGraph
+
+# Imported once by the forkserver, before any worker is forked from it (see the module docstring).
+FORKSERVER_PRELOAD = ["facecvt.workflows.worker_preload"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One artifact to write: `export(target, frozen, path, **options)` in a worker."""
+
+    target: str
+    precision: str
+    path: Path
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.precision}"
+
+
+class ConverterCrash(Exception):
+    """An exception facecvt did not foresee, raised in a worker: a bug, reported as an internal error."""
+
+
+def _context():
+    """The forkserver context, its server preloading FORKSERVER_PRELOAD when it starts."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
+def start_early() -> None:
+    """Start the forkserver (and its imports) now, so that they overlap the parent's load and freeze."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
+def worker_count(jobs: int, wanted: int | None = None) -> int:
+    """Workers to run: `wanted`, else one per core this process may use; never more than the jobs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(jobs, wanted or cores))
+
+
+def to_payload(frozen: FrozenGraph) -> tuple[bytes, dict]:
+    """(serialized GraphDef, every other field) of a frozen graph, as it travels to the workers."""
+    return frozen.graph_def.SerializeToString(), {
+        "input_name": frozen.input_name, "output_name": frozen.output_name,
+        "input_shape": tuple(frozen.input_shape), "embedding_size": frozen.embedding_size,
+        "notes": dict(frozen.notes)}
+
+
+def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
+    from facecvt.core.tf_env import graph_def_class
+
+    graph_def = graph_def_class()()
+    graph_def.ParseFromString(graph)
+    return FrozenGraph(graph_def, **meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# in the worker
+
+# The write end of a pipe to the parent's progress thread, set by _initialize. A plain pipe, not a
+# multiprocessing queue: a queue's writers share a lock that a worker killed mid-write would hold
+# for ever; a message this small is written to a pipe in one atomic write, without a lock.
+_messages = None
+
+
+def _initialize(messages) -> None:
+    global _messages
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    _messages = messages
+
+
+def _say(job: Job, kind: str, text: str) -> None:
+    _messages.send((kind, os.getpid(), job.label, text))
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _run(job: Job, graph: bytes, meta: dict):
+    """Write one artifact. Converters' temporary files go to a scratch folder beside the artifact (in the
+    bundle's temporary folder), so that a killed worker's leftovers go when that folder is removed."""
+    from facecvt.workflows.export_artifact import export
+
+    started = time.perf_counter()
+    _say(job, "start", f"converting -> {job.path.name}")
+    with tempfile.TemporaryDirectory(prefix=".worker-", dir=job.path.parent) as scratch:
+        tempfile.tempdir = scratch  # coremltools, TF and tf2onnx write temporaries here, removed with the bundle
+        os.environ["TMPDIR"] = scratch
+        try:
+            result = export(job.target, from_payload(graph, meta), job.path, **job.options)
+        except FacecvtError as error:
+            raise FacecvtError(f"{job.label}: {error}") from None  # a fresh one: it pickles plainly
+        except Exception as error:  # noqa: BLE001 - not foreseen: sent back as an internal error
+            raise ConverterCrash(f"{job.label} converter raised {type(error).__name__}: {error}\n"
+                                 f"{traceback.format_exc()}") from None
+        finally:
+            tempfile.tempdir = None
+    _say(job, "done", f"written and loaded back in {time.perf_counter() - started:.1f} s "
+                      f"(worker peak {_peak_rss_mb() / 1024:.1f} GB)")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# in the parent
+
+
+class ExportPool:
+    """A process pool writing artifacts of one frozen graph; use as a context manager.
+
+    Leaving the block with an exception (KeyboardInterrupt included) kills every worker and waits
+    for them before the caller removes anything; leaving it normally waits for idle workers to exit.
+    """
+
+    def __init__(self, frozen: FrozenGraph, workers: int, progress=print):
+        self._graph, self._meta = to_payload(frozen)
+        self._workers = workers
+        self._progress = progress
+        self._running: dict = {}  # job label -> pid, as the workers report
+        self._names: dict = {}    # pid -> "worker N"
+        self._executor = None
+
+    def __enter__(self):
+        context = _context()
+        self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
+        self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
+                                                     initargs=(self._writer,), max_tasks_per_child=1)
+        self._stop = threading.Event()
+        self._relay = threading.Thread(target=self._relay_progress, name="facecvt-export-progress", daemon=True)
+        self._relay.start()
+        return self
+
+    def submit(self, job: Job) -> futures.Future:
+        return self._executor.submit(_run, job, self._graph, self._meta)
+
+    def result(self, future: futures.Future, job: Job):
+        """The worker's ExportResult; a worker that died becomes a FacecvtError naming its artifact."""
+        try:
+            return future.result()
+        except futures.process.BrokenProcessPool:
+            raise FacecvtError(self._death_notice(job)) from None
+
+    def __exit__(self, kind, error, trace):
+        try:
+            if kind is not None:
+                self._kill_workers()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self._stop.set()
+            self._relay.join(timeout=5)
+            self._writer.close()
+            self._messages.close()
+
+    def _kill_workers(self) -> None:
+        processes = list((self._executor._processes or {}).values())  # noqa: SLF001 - no public handle on them
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.kill()
+        for process in processes:
+            process.join(timeout=10)
+
+    def _death_notice(self, job: Job) -> str:
+        running = ", ".join(self._running) or job.label
+        return (f"a converter worker died while writing {running} (killed by a signal, or out of memory); "
+                "nothing was written: free memory or export fewer targets at once (--targets)")
+
+    def _relay_progress(self) -> None:
+        while True:
+            try:
+                if not self._messages.poll(0.2):
+                    if self._stop.is_set():  # stopped, and every message relayed
+                        return
+                    continue
+                kind, pid, label, text = self._messages.recv()
+            except (EOFError, OSError):  # closed: nothing more will come
+                return
+            name = self._names.setdefault(pid, f"worker {len(self._names) + 1}")
+            if kind == "start":
+                self._running[label] = pid
+            else:
+                self._running.pop(label, None)
+            with contextlib.suppress(Exception):  # progress must never break the export
+                self._progress(f"  {name} (pid {pid}) {label}: {text}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt, so `kill` cleans up as Ctrl-C does.
+
+    Only in the main thread (Python delivers signals there); elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
