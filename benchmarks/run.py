@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-console = Console(width=140)
+console = Console(width=140, record=True)  # the printed tables are saved beside the JSON
 RESULTS: dict = {}
 
 
@@ -119,6 +119,33 @@ def export_tree(raw: Path, faces: Path | None, out: Path, targets: str = "opencv
     console.print(f"facecvt export's output: {log}")
     return {"command": f"facecvt export ({targets}{', 61 faces + pairs' if faces else ''})",
             **{k: v for k, v in result.items() if k != "output"}}
+
+
+def machine() -> dict:
+    """What the figures were measured on: CPU and its int8 features, memory, versions, date, load."""
+    import datetime
+    import subprocess
+    from importlib import metadata
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    memory = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
+    versions = {}
+    for name in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "opencv-python-headless",
+                 "coremltools", "keras", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "memory_mb": memory,
+            "int8_features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
+            "python": platform.python_version(), "versions": versions,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": commit or None, "load_average_at_start": list(os.getloadavg())}
 
 
 def show(title: str, rows: list, columns: list) -> None:
@@ -287,8 +314,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="facecvt-bench-"))
     final = released_graph_path()
     faces = args.faces if args.faces.is_dir() else None
-    RESULTS["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "python": platform.python_version()}
+    RESULTS["machine"] = machine()
     stages: list = []
 
     # -- conversion stages on the released model -------------------------------------------
@@ -459,8 +485,11 @@ def main() -> None:
          "max|Δ|/max|ref| over the matched layers of the clean export", localize_rows,
          ["stage", "seconds", "peak_mb_above_start", "matched", "total", "max_rel_clean", "first_divergence"])
 
+    RESULTS["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
-    console.print(f"results written to {args.out}")
+    console.print(f"measured on {RESULTS['machine']}")
+    console.print(f"results written to {args.out} and {args.out.with_suffix('.txt')}")
+    args.out.with_suffix(".txt").write_text(console.export_text())
 
 
 if __name__ == "__main__":
