@@ -566,5 +566,98 @@ def bench_command(artifacts, batches, threads, repeats, json_path, engine):
         write_json_atomic(json_path, report)
 
 
+def pipeline_options(func):
+    """--backend/--mtcnn/--alignment/--margin/--min-face-size, shared by embed and serve."""
+    func = click.option("--min-face-size", type=float, default=20.0, show_default=True, metavar="PX",
+                        help="Smallest face MTCNN looks for (its pyramid starts there).")(func)
+    func = click.option("--margin", type=float, default=32.0, show_default=True, metavar="PX",
+                        help="Pixels added around the box by --alignment margin_crop (facenet: 32 at 160).")(func)
+    func = click.option("--alignment", type=click.Choice(["similarity", "margin_crop"]), default="similarity",
+                        show_default=True,
+                        help="similarity: five landmarks onto a template (roll removed); margin_crop: "
+                             "facenet's box + margin, resized.")(func)
+    func = click.option("--mtcnn", type=click.Path(path_type=Path), metavar="DIR",
+                        help="Folder with MTCNN's det1.npy..det3.npy (default: $FACECVT_MTCNN or "
+                             "../shared/mtcnn).")(func)
+    func = click.option("--backend", metavar="NAME",
+                        help="Runtime of the embedder: tensorflow, onnxruntime, litert, opencv, coreml "
+                             "(default: from the file's suffix, or the bundle's best).")(func)
+    return func
+
+
+def open_face_pipeline(source, backend, mtcnn, alignment, margin, min_face_size):
+    from facecvt.core.console import step
+    from facecvt.pipeline.detect import DetectorConfig
+    from facecvt.pipeline.face_pipeline import PipelineConfig
+    from facecvt.pipeline.load import open_pipeline, spec_from_source
+
+    config = PipelineConfig(detector=DetectorConfig(min_face_size=min_face_size), alignment=alignment,
+                            margin=margin).check()
+    spec = spec_from_source(source, backend=backend, mtcnn=mtcnn, config=config)
+    with step(f"loading {spec.embedder} and the MTCNN nets"):
+        return spec, open_pipeline(spec)
+
+
+@main.command(name="embed")
+@click.argument("source", metavar="BUNDLE_OR_MODEL", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pipeline_options
+@click.option("--crop", is_flag=True,
+              help="Each image is one aligned face crop: embed it whole, without detection.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write every face (box, score, landmarks, vector) as JSON.")
+@debug_option
+def embed_command(source, images, backend, mtcnn, alignment, margin, min_face_size, crop, json_path):
+    """Find every face in each IMAGE (MTCNN), align it, and embed it with BUNDLE_OR_MODEL (an export
+    bundle folder, an exported artifact such as facenet.onnx, or the TensorFlow model).
+
+    \b
+    facecvt embed facenet.onnx group.jpg --json faces.json
+    facecvt embed bundle/ --backend litert photos/*.jpg
+    """
+    from facecvt.core.console import out
+    from facecvt.workflows.embed_faces import embed_images, summary_lines
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise FacecvtError(f"image {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)"
+                                                                     if len(missing) > 1 else ""))
+    _, pipeline = open_face_pipeline(source, backend, mtcnn, alignment, margin, min_face_size)
+    bar, update = progress_bar("embedding")
+    with bar:
+        report = embed_images(pipeline, images, crop=crop, progress=update)
+    for line in summary_lines(report):
+        out.print(line)
+    if json_path:
+        from facecvt.validate.report import write_json_atomic
+
+        write_json_atomic(json_path, report)
+
+
+@main.command(name="serve")
+@click.argument("source", metavar="BUNDLE_OR_MODEL", type=click.Path(path_type=Path))
+@pipeline_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free one).")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Folder of the face index (SQLite + ANN file), created if absent; without it the "
+                   "index lives in memory and /register is lost at exit.")
+@click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest accepted upload.")
+@debug_option
+def serve_command(source, backend, mtcnn, alignment, margin, min_face_size, host, port, index_dir, max_upload_mb):
+    """Serve the face pipeline over HTTP (FastAPI + uvicorn): /vectorize, /register, /search,
+    DELETE /faces/{id}, /health; the API is documented at /docs (OpenAPI at /openapi.json).
+
+    \b
+    facecvt serve facenet.onnx --index faces-db/ --port 8000
+    curl -F file=@group.jpg http://127.0.0.1:8000/vectorize
+    """
+    from facecvt.workflows.serve import ServeOptions, serve
+
+    spec, pipeline = open_face_pipeline(source, backend, mtcnn, alignment, margin, min_face_size)
+    serve(pipeline, spec, ServeOptions(host=host, port=port, index_dir=index_dir,
+                                       max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
