@@ -492,5 +492,93 @@ def main() -> None:
     args.out.with_suffix(".txt").write_text(console.export_text())
 
 
+# -- the face service (issue 15): ANN libraries for the index, and /vectorize under load -------------
+
+def random_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_top1(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of each query's exact nearest neighbour (max inner product = min L2 on unit vectors)."""
+    return np.concatenate([np.argmax(queries[i:i + 256] @ data.T, axis=1) for i in range(0, len(queries), 256)])
+
+
+def _time_queries(search, queries) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 labels, per-query seconds) of one query at a time, as a server answers them."""
+    labels, seconds = np.empty(len(queries), np.int64), np.empty(len(queries))
+    for i, q in enumerate(queries):
+        started = time.perf_counter()
+        labels[i] = search(q)
+        seconds[i] = time.perf_counter() - started
+    return labels, seconds
+
+
+def near_queries(data: np.ndarray, n: int, seed: int, squared_l2: float = 0.5) -> np.ndarray:
+    """Queries like a face search's: each a stored vector moved to `squared_l2` from it (same-person
+    pairs of the released FaceNet are ~0.46 apart, different people ~2.0), renormalised."""
+    rng = np.random.default_rng(seed)
+    base = data[rng.integers(0, len(data), n)]
+    cos = 1 - squared_l2 / 2
+    sigma = np.sqrt((1 / cos ** 2 - 1) / data.shape[1])
+    q = base + rng.standard_normal(base.shape, dtype=np.float32) * sigma
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, connectivity: int = 16,
+              construction: int = 200, efs=(16, 32, 64, 128, 256, 512), threads: int = 2,
+              libraries=("hnswlib", "usearch f32", "usearch f16")) -> list:
+    """usearch vs hnswlib on random 512-D unit vectors: build time, one-at-a-time query latency and
+    recall@1 against exact search, for each search expansion `ef`, with two kinds of query:
+    `near` (a stored vector moved to a same-person distance, what a face search sends) and `random`
+    (no stored vector near it: the worst case, where every answer would be "unknown").
+    Both libraries get the same graph (M = connectivity, ef_construction = construction), inner product."""
+    import hnswlib
+    from usearch.index import Index
+
+    rows = []
+    for n in sizes:
+        data = random_unit_vectors(n, dim, seed=1)
+        query_sets = {"near": near_queries(data, n_queries, seed=3), "random": random_unit_vectors(n_queries, dim, 2)}
+        truths = {kind: exact_top1(data, q) for kind, q in query_sets.items()}
+        for kind, queries in query_sets.items():
+            labels, seconds = _time_queries(lambda q: int(np.argmax(data @ q)), queries[:200])
+            rows.append({"library": "exact (NumPy)", "n": n, "queries": kind, "ef": "", "build_s": 0.0,
+                         "recall_at_1": float(np.mean(labels == truths[kind][:200])),
+                         "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3})
+        for library in libraries:
+            started = time.perf_counter()
+            if library == "hnswlib":
+                index = hnswlib.Index(space="ip", dim=dim)
+                index.init_index(max_elements=n, M=connectivity, ef_construction=construction, random_seed=1)
+                index.set_num_threads(threads)
+                index.add_items(data, np.arange(n))
+                index.set_num_threads(1)
+            else:
+                index = Index(ndim=dim, metric="ip", dtype=library.split()[1], connectivity=connectivity,
+                              expansion_add=construction)
+                index.add(np.arange(n), data, threads=threads)
+            build = time.perf_counter() - started
+            for ef in efs:
+                if library == "hnswlib":
+                    index.set_ef(ef)
+                    search = lambda q: index.knn_query(q, k=1)[0][0, 0]  # noqa: E731
+                else:
+                    index.expansion_search = ef
+                    search = lambda q: index.search(q, 1, threads=1).keys[0]  # noqa: E731
+                for kind, queries in query_sets.items():
+                    if kind == "random" and ef < 64:
+                        continue
+                    labels, seconds = _time_queries(search, queries)
+                    rows.append({"library": library, "n": n, "queries": kind, "ef": ef, "build_s": build,
+                                 "recall_at_1": float(np.mean(labels == truths[kind])),
+                                 "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3})
+            del index
+    return rows
+
+
+ANN_COLUMNS = ["library", "n", "queries", "ef", "build_s", "recall_at_1", "p50_ms", "p99_ms"]
+
+
 if __name__ == "__main__":
     main()
