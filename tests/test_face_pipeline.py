@@ -1,0 +1,125 @@
+"""The face pipeline: MTCNN detection over the TensorFlow nets, alignment, and `facecvt embed`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import boxes_on_crops, face_on_canvas, four_faces_canvas, shared_folder
+
+from facecvt.core.errors import FacecvtError
+from facecvt.pipeline.align import TEMPLATE, align, similarity_transform
+from facecvt.pipeline.detect import DetectorConfig, MtcnnDetector, nms, pyramid_scales
+
+
+@pytest.fixture(scope="module")
+def detector(mtcnn_nets):
+    return MtcnnDetector(mtcnn_nets["pnet"], mtcnn_nets["rnet"], mtcnn_nets["onet"])
+
+
+def test_four_faces_on_a_canvas_are_found_on_their_crops(detector):
+    canvas, crops = four_faces_canvas()
+    result = detector.detect(canvas)
+    assert len(result.faces) == 4, result.stages
+    on = boxes_on_crops([f.box for f in result.faces], crops)
+    assert sorted(on) == sorted(crops)
+    for face in result.faces:
+        assert face.score > 0.99
+        x1, y1, x2, y2 = face.box
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
+        eyes, mouth = face.landmarks[:2], face.landmarks[3:]
+        assert eyes[0][0] < eyes[1][0] and mouth[0][0] < mouth[1][0]  # left before right
+        assert eyes[:, 1].max() < face.landmarks[2][1] < mouth[:, 1].min()  # eyes above nose above mouth
+
+
+def test_every_shared_crop_is_one_face_bare_and_on_a_canvas(detector):
+    """Measured: all 61 bare 160x160 crops give exactly one face; so do the crops padded on noise."""
+    from PIL import Image
+
+    paths = sorted(shared_folder("faces").glob("*.png"))
+    assert len(paths) == 61
+    for k, path in enumerate(paths[::6]):
+        crop = np.asarray(Image.open(path).convert("RGB"))
+        assert len(detector.detect(crop).faces) == 1, path.name
+        faces = detector.detect(face_on_canvas(crop, seed=k)).faces
+        assert len(faces) == 1, path.name
+        assert boxes_on_crops([faces[0].box], {"crop": (80, 100, 240, 260)})
+
+
+def test_noise_and_flat_images_have_no_face(detector):
+    rng = np.random.default_rng(5)
+    assert detector.detect(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).faces == []
+    assert detector.detect(np.full((50, 50, 3), 200, np.uint8)).faces == []
+    assert detector.detect(np.zeros((8, 8, 3), np.uint8)).faces == []  # below P-Net's cell: no scale at all
+
+
+def test_pyramid_and_nms():
+    scales = pyramid_scales(480, 640, DetectorConfig())
+    assert scales[0] == pytest.approx(12 / 20) and all(b / a == pytest.approx(0.709) for a, b in zip(scales, scales[1:]))
+    assert 480 * scales[-1] >= 12 > 480 * scales[-1] * 0.709
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], float)
+    assert nms(boxes, np.array([0.9, 0.95, 0.5, 0.8]), 0.5).tolist() == [1, 3, 2]
+    assert nms(boxes, np.array([0.9, 0.95, 0.5, 0.8]), 0.5, mode="min").tolist() == [1, 2]
+
+
+def test_similarity_transform_recovers_a_known_one():
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = TEMPLATE * 100
+    dst = src @ (scale * rotation).T + shift
+    assert np.allclose(similarity_transform(src, dst), np.hstack([scale * rotation, shift[:, None]]), atol=1e-9)
+
+
+def test_alignments_give_the_input_size(detector):
+    canvas, _ = four_faces_canvas()
+    face = detector.detect(canvas).faces[0]
+    for method in ("similarity", "margin_crop"):
+        assert align(canvas, face.box, face.landmarks, 160, method).shape == (160, 160, 3)
+    with pytest.raises(FacecvtError, match="did you mean"):
+        align(canvas, face.box, face.landmarks, 160, "similarty")
+
+
+def test_bad_detector_settings_are_named():
+    with pytest.raises(FacecvtError, match="12-pixel"):
+        DetectorConfig(min_face_size=8).check()
+    with pytest.raises(FacecvtError, match="factor"):
+        DetectorConfig(scale_factor=1.2).check()
+
+
+def test_missing_mtcnn_weights_are_bad_input(tmp_path):
+    from facecvt.pipeline.mtcnn_nets import load_tensorflow_nets
+
+    with pytest.raises(FacecvtError, match="det1.npy"):
+        load_tensorflow_nets(tmp_path)
+
+
+@pytest.mark.slow
+def test_embed_command_on_a_canvas_and_bare_crops(facenet_onnx, tmp_path):
+    """`facecvt embed`: four faces with 512-D unit vectors; --crop embeds a crop whole, and the
+    aligned face of a crop padded onto a canvas is the same person (squared L2 well under 1)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from facecvt.cli import main
+
+    canvas, crops = four_faces_canvas()
+    Image.fromarray(canvas).save(tmp_path / "canvas.png")
+    crop = np.asarray(Image.open(shared_folder("faces") / "img20.png").convert("RGB"))
+    Image.fromarray(face_on_canvas(crop)).save(tmp_path / "padded.png")
+    result = CliRunner().invoke(main, ["embed", str(facenet_onnx), str(tmp_path / "canvas.png"),
+                                       str(tmp_path / "padded.png"), "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["backend"] == "onnxruntime" and report["pipeline"]["alignment"] == "similarity"
+    canvas_faces, padded_faces = report["images"][0]["faces"], report["images"][1]["faces"]
+    assert sorted(boxes_on_crops([f["box"] for f in canvas_faces], crops)) == sorted(crops)
+    vectors = np.array([f["vector"] for f in canvas_faces])
+    assert vectors.shape == (4, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    direct = CliRunner().invoke(main, ["embed", str(facenet_onnx), str(shared_folder("faces") / "img20.png"),
+                                       "--crop", "--json", str(tmp_path / "c.json")])
+    assert direct.exit_code == 0, direct.output
+    whole = np.array(json.loads((tmp_path / "c.json").read_text())["images"][0]["faces"][0]["vector"])
+    assert ((whole - np.array(padded_faces[0]["vector"])) ** 2).sum() < 0.6
+    bad = CliRunner().invoke(main, ["embed", str(facenet_onnx), str(tmp_path / "nothere.png")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
