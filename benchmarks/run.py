@@ -299,10 +299,14 @@ def main() -> None:
     parser.add_argument("--faces", type=Path, default=Path("../shared/faces"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
-    parser.add_argument("--only", choices=["all", "export", "int8"], default="all",
+    parser.add_argument("--only", choices=["all", "export", "int8", "serve"], default="all",
                         help="export: only time `facecvt export` of the released FaceNet (wall and memory); "
-                             "int8: only the int8 section")
+                             "int8: only the int8 section; serve: only the face service (ANN index, /vectorize "
+                             "under load)")
     args = parser.parse_args()
+    if args.only == "serve":
+        serve_only(args)
+        return
 
     from facecvt.workflows.export_artifact import export
     from facecvt.convert.calibration import CalibrationImages
@@ -485,11 +489,31 @@ def main() -> None:
          "max|Δ|/max|ref| over the matched layers of the clean export", localize_rows,
          ["stage", "seconds", "peak_mb_above_start", "matched", "total", "max_rel_clean", "first_divergence"])
 
+    if faces:
+        RESULTS["serve"] = serve_benchmarks(work, faces, [("onnxruntime", artifacts[("onnx", "fp32")].path),
+                                                          ("litert", artifacts[("tflite", "fp32")].path)])
     RESULTS["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
     console.print(f"measured on {RESULTS['machine']}")
     console.print(f"results written to {args.out} and {args.out.with_suffix('.txt')}")
     args.out.with_suffix(".txt").write_text(console.export_text())
+
+
+def serve_only(args) -> None:
+    """`benchmarks/run.py --only serve`: export the released FaceNet to ONNX and measure the face service."""
+    from facecvt.graph_ops.pipeline import freeze
+    from facecvt.core.model import load_model
+    from facecvt.samples.facenet import SampleSpec, write_sample
+    from facecvt.workflows.export_artifact import export
+
+    work = Path(tempfile.mkdtemp(prefix="facecvt-bench-serve-"))
+    raw = work / "facenet_raw.pb"
+    write_sample(SampleSpec(weights="released"), raw, "pb")
+    onnx = export("onnx", freeze(load_model(raw)).frozen, work / "facenet.onnx").path
+    RESULTS["serve"] = serve_benchmarks(work, args.faces, [("onnxruntime", onnx)])
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    args.out.write_text(json.dumps({**previous, **RESULTS}, indent=2, default=str))
+    console.print(f"results written to {args.out}")
 
 
 # -- the face service (issue 15): ANN libraries for the index, and /vectorize under load -------------
@@ -578,6 +602,95 @@ def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, co
 
 
 ANN_COLUMNS = ["library", "n", "queries", "ef", "build_s", "recall_at_1", "p50_ms", "p99_ms"]
+
+
+def bench_vectorize(embedders, image_bytes: bytes, clients=(1, 4, 16), requests_per_client: int = 8,
+                    time_limit: float = 90.0, log_dir: Path | None = None) -> list:
+    """`/vectorize` under load: for each (backend, artifact) a `facecvt serve` subprocess on 127.0.0.1,
+    then 1, 4, 16 concurrent clients, each sending `requests_per_client` requests (stopping early at
+    `time_limit` seconds): latency p50/p99 and throughput. Bounded in count and time."""
+    import socket
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    rows = []
+    for backend, path in embedders:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        log = open((log_dir or Path(tempfile.gettempdir())) / f"serve-{backend}.log", "ab")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        server = subprocess.Popen([sys.executable, "-m", "facecvt", "serve", str(path), "--backend", backend,
+                                   "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the {backend} server did not start (see {log.name})")
+                try:
+                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            faces = len(httpx.post(url + "/vectorize", files={"file": ("bench.jpg", image_bytes)}, timeout=60).json())
+            for n_clients in clients:
+                stop_at = time.monotonic() + time_limit
+
+                def client(_):
+                    seconds = []
+                    with httpx.Client(timeout=120) as http:
+                        for _ in range(requests_per_client):
+                            if time.monotonic() > stop_at:
+                                break
+                            started = time.perf_counter()
+                            answer = http.post(url + "/vectorize", files={"file": ("bench.jpg", image_bytes)})
+                            seconds.append(time.perf_counter() - started)
+                            assert answer.status_code == 200, answer.text
+                    return seconds
+
+                started = time.perf_counter()
+                with ThreadPoolExecutor(n_clients) as pool:
+                    latencies = np.concatenate([np.asarray(s) for s in pool.map(client, range(n_clients))])
+                wall = time.perf_counter() - started
+                rows.append({"backend": backend, "clients": n_clients, "requests": len(latencies),
+                             "faces_per_image": faces, "p50_ms": np.percentile(latencies, 50) * 1e3,
+                             "p99_ms": np.percentile(latencies, 99) * 1e3, "requests_per_s": len(latencies) / wall})
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            log.close()
+    return rows
+
+
+VECTORIZE_COLUMNS = ["backend", "clients", "requests", "faces_per_image", "p50_ms", "p99_ms", "requests_per_s"]
+
+
+def serve_benchmarks(work: Path, faces: Path, embedders, sizes=(10_000, 100_000)) -> dict:
+    """Issue 15's figures: the ANN libraries for the index, and /vectorize under 1, 4, 16 clients."""
+    import io
+
+    from PIL import Image
+
+    results = {}
+    rows = bench_ann(sizes=sizes)
+    results["ann"] = rows
+    show("face index: ANN libraries on random 512-D unit vectors (recall@1 vs exact; one query at a time, 1 thread)",
+         rows, ANN_COLUMNS)
+    rng = np.random.default_rng(1)
+    canvas = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for name, (x, y) in {"img1.png": (20, 20), "img10.png": (400, 30), "img20.png": (60, 290),
+                         "img30.png": (420, 300)}.items():
+        canvas[y:y + 160, x:x + 160] = np.asarray(Image.open(faces / name).convert("RGB"))
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=92)
+    rows = bench_vectorize(embedders, buffer.getvalue(), log_dir=work)
+    results["vectorize"] = rows
+    show("/vectorize: 640x480 JPEG with four faces, N concurrent clients on 127.0.0.1", rows, VECTORIZE_COLUMNS)
+    return results
 
 
 if __name__ == "__main__":
