@@ -14,7 +14,8 @@ ALLOWED = {
     "samples": {"core", "graph_ops", "samples"},
     "convert": {"core", "graph_ops", "convert"},
     "validate": {"core", "graph_ops", "validate"},
-    "workflows": {"core", "graph_ops", "convert", "validate", "samples", "workflows"},
+    "pipeline": {"core", "validate", "pipeline"},  # the face pipeline: detector nets, alignment, face index
+    "workflows": {"core", "graph_ops", "convert", "validate", "samples", "pipeline", "workflows"},
 }
 ROOT_MODULES = {"facecvt", "facecvt.cli", "facecvt.__main__"}
 METADATA = "facecvt"  # the package root itself holds only __version__, which every layer may read
