@@ -97,6 +97,8 @@ def create_app(pipeline, index, options: ServeOptions, spec_record: dict | None 
         input_size: int
         alignment: str
         persistent: bool
+        pipeline: dict | None = Field(None, description="the pipeline's recorded parameters (detector, "
+                                                         "alignment, preprocessing)")
 
     class ErrorOut(BaseModel):
         error: str
@@ -169,7 +171,8 @@ def create_app(pipeline, index, options: ServeOptions, spec_record: dict | None 
         return {"status": "ok", "model": getattr(pipeline, "model", None),
                 "backend": getattr(pipeline, "backend", None), "faces": len(index),
                 "embedding_size": index.dim, "input_size": pipeline.input_size,
-                "alignment": pipeline.config.alignment, "persistent": index.folder is not None}
+                "alignment": pipeline.config.alignment, "persistent": index.folder is not None,
+                "pipeline": spec_record}
 
     @app.post("/vectorize", response_model=list[FaceOut], responses=errors,
               summary="Every face of an image: box, score, landmarks, vector")
