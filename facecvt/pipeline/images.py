@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecvt.core.errors import FacecvtError
 
@@ -16,7 +16,7 @@ FORMATS = ("JPEG", "PNG")
 
 
 def decode_image(data: bytes, what: str = "the upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """JPEG/PNG bytes -> RGB uint8 (H, W, 3). Not an image, a truncated file, another format or more than
+    """JPEG/PNG bytes -> RGB uint8 (H, W, 3), upright as its EXIF orientation says. Not an image, a truncated file, another format or more than
     `max_pixels` raise FacecvtError."""
     if not data:
         raise FacecvtError(f"{what} is empty; send a JPEG or PNG image")
@@ -32,7 +32,7 @@ def decode_image(data: bytes, what: str = "the upload", max_pixels: int = MAX_PI
                     raise FacecvtError(f"{what} is {width}x{height} pixels, over the limit of {max_pixels}; "
                                        f"downscale it")
                 image.load()  # decode now: a truncated file fails here
-                rgb = image.convert("RGB")
+                rgb = ImageOps.exif_transpose(image).convert("RGB")  # a phone photo's EXIF rotation applied
     except FacecvtError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

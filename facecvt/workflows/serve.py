@@ -120,6 +120,10 @@ def create_app(pipeline, index, options: ServeOptions, spec_record: dict | None 
     async def bad_request(request: Request, exc: BadRequest):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
+    @app.exception_handler(FacecvtError)
+    async def facecvt_error(request: Request, exc: FacecvtError):
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"error": validation_line(exc.errors())}, status_code=422)
