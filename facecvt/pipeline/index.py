@@ -40,6 +40,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def search_ef(count: int) -> int:
+    """HNSW's search expansion for an index of `count` faces: count / 200, within 64..512.
+
+    Measured (benchmarks/run.py, M=16, ef_construction=200, random 512-D unit vectors, queries a
+    same-person distance from a stored vector): recall@1 0.996 at ef 64 for 10 000 vectors, 0.995 at
+    ef 512 for 100 000 (0.64 at ef 64). Real face embeddings cluster by person, which makes the graph
+    easier to search than random vectors.
+    """
+    return int(min(512, max(64, count // 200)))
+
+
 @dataclass
 class Match:
     id: int
@@ -52,10 +63,11 @@ class FaceIndex:
     at these sizes; inference, not the index, bounds the server's throughput)."""
 
     def __init__(self, folder: str | Path | None, dim: int, *, model: str = "", m: int = 16,
-                 ef_construction: int = 200, ef_search: int = 64, save_every: int = 1000):
+                 ef_construction: int = 200, ef_search: int | None = None, save_every: int = 1000):
         self.folder = Path(folder) if folder else None
         self.dim = int(dim)
-        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self.m, self.ef_construction, self.fixed_ef = m, ef_construction, ef_search
+        self.ef_search = ef_search or 64
         self.save_every = save_every
         self._lock = threading.RLock()
         self._unsaved = 0
@@ -224,7 +236,7 @@ class FaceIndex:
             k = min(int(k), count)
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
-            self.graph.set_ef(max(self.ef_search, k))
+            self.graph.set_ef(max(self.fixed_ef or search_ef(count), k))
             labels, distances = self.graph.knn_query(vectors, k=k)
             wanted = sorted({int(i) for i in labels.ravel()})
             marks = ",".join("?" * len(wanted))
