@@ -163,6 +163,7 @@ class FaceIndex:
                 how += f", reconciled with the table (+{added} -{removed})"
         if added or removed:
             self.save()
+        self._count = len(table_ids)
         self.start_report = {"faces": len(table_ids), "graph": how, "seconds": round(time.perf_counter() - started, 3)}
 
     def _deleted_ids(self):
@@ -192,8 +193,7 @@ class FaceIndex:
 
     # -- the API ----------------------------------------------------------------------------
     def __len__(self) -> int:
-        with self._lock:
-            return self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+        return self._count  # kept with every committed change (a COUNT(*) scans the table)
 
     def add(self, name: str, vectors: np.ndarray, boxes=None) -> list[int]:
         """Add every vector under `name` in one transaction; the ids, once committed."""
@@ -209,6 +209,7 @@ class FaceIndex:
                         "INSERT INTO faces (name, vector, box, created) VALUES (?, ?, ?, ?)",
                         (name, vector.tobytes(), json.dumps(box) if box is not None else None, time.time()))
                     ids.append(int(cursor.lastrowid))
+            self._count += len(ids)
             if ids:
                 self._ensure_capacity(len(ids))
                 self.graph.add_items(vectors, np.array(ids, np.int64))
@@ -223,6 +224,7 @@ class FaceIndex:
                 if row is None:
                     return None
                 self.db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+            self._count -= 1
             with contextlib.suppress(RuntimeError):
                 self.graph.mark_deleted(face_id)
             self._changed(1)
@@ -232,7 +234,7 @@ class FaceIndex:
         """The k nearest faces of each vector, nearest first (fewer when the index holds fewer)."""
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, self.dim)
         with self._lock:
-            count = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+            count = self._count
             k = min(int(k), count)
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
