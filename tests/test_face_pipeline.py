@@ -123,3 +123,37 @@ def test_embed_command_on_a_canvas_and_bare_crops(facenet_onnx, tmp_path):
     assert ((whole - np.array(padded_faces[0]["vector"])) ** 2).sum() < 0.6
     bad = CliRunner().invoke(main, ["embed", str(facenet_onnx), str(tmp_path / "nothere.png")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+class GraphNet:
+    """A detector net over a frozen GraphDef, as an exported artifact's runner would be plugged in."""
+
+    def __init__(self, net: str, graph_def, outputs):
+        from facecvt.core.tf_env import import_tf
+
+        tf = import_tf()
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        self.session = tf.compat.v1.Session(graph=graph)
+        self.input, self.outputs = f"{net}/input:0", [f"{o}:0" for o in outputs]
+
+    def run(self, batch):
+        return self.session.run(self.outputs, {self.input: batch})
+
+
+def test_the_pipeline_runs_the_mtcnn_sample_graphs_to_the_same_faces(detector):
+    """`facecvt sample mtcnn`'s frozen P/R/O-Net graphs plug into the detector in place of its own nets
+    (same input convention: scaled, transposed) and find the same faces."""
+    from facecvt.samples.mtcnn import OUTPUTS, mtcnn_graph_def
+
+    nets = {n: GraphNet(n, mtcnn_graph_def(n, shared_folder("mtcnn")), OUTPUTS[n])
+            for n in ("pnet", "rnet", "onet")}
+    canvas, _ = four_faces_canvas()
+    theirs = MtcnnDetector(nets["pnet"], nets["rnet"], nets["onet"]).detect(canvas).faces
+    ours = detector.detect(canvas).faces
+    assert len(theirs) == len(ours) == 4
+    order = lambda f: f.box[0] + 10 * f.box[1]  # noqa: E731
+    for a, b in zip(sorted(ours, key=order), sorted(theirs, key=order)):
+        assert np.allclose(a.box, b.box, atol=0.05) and np.allclose(a.landmarks, b.landmarks, atol=0.05)
+        assert abs(a.score - b.score) < 1e-4
