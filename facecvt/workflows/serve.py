@@ -246,8 +246,8 @@ def serve(pipeline, spec, options: ServeOptions) -> None:
     from facecvt.core.console import err
     from facecvt.pipeline.index import FaceIndex
 
-    with pipeline_warmed(pipeline) as dim:
-        index = FaceIndex(options.index_dir, dim, model=str(spec.embedder))
+    dim = warm_up(pipeline)
+    index = FaceIndex(options.index_dir, dim, model=str(spec.embedder))
     where = f"index {options.index_dir}" if options.index_dir else "an in-memory index (lost at exit)"
     err.print(f"facecvt serve: {pipeline.backend} embedder {spec.embedder}, {dim}-D, alignment "
               f"{pipeline.config.alignment}; {where}: {index.start_report.get('faces', 0)} faces "
@@ -256,15 +256,9 @@ def serve(pipeline, spec, options: ServeOptions) -> None:
     uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, access_log=False)
 
 
-def pipeline_warmed(pipeline):
-    """Run the pipeline once on a synthetic image (first calls trace and allocate); yield the vector size."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def warm():
-        crop = np.zeros((pipeline.input_size, pipeline.input_size, 3), np.uint8)
-        vector = pipeline.embed_aligned(crop[None])
-        pipeline.detector.detect(np.full((64, 64, 3), 128, np.uint8))
-        yield int(vector.shape[1])
-
-    return warm()
+def warm_up(pipeline) -> int:
+    """Run the pipeline once on synthetic images (first calls trace and allocate); the vector size."""
+    crop = np.zeros((pipeline.input_size, pipeline.input_size, 3), np.uint8)
+    vector = pipeline.embed_aligned(crop[None])
+    pipeline.detector.detect(np.full((64, 64, 3), 128, np.uint8))
+    return int(vector.shape[1])
