@@ -157,3 +157,24 @@ def test_the_pipeline_runs_the_mtcnn_sample_graphs_to_the_same_faces(detector):
     for a, b in zip(sorted(ours, key=order), sorted(theirs, key=order)):
         assert np.allclose(a.box, b.box, atol=0.05) and np.allclose(a.landmarks, b.landmarks, atol=0.05)
         assert abs(a.score - b.score) < 1e-4
+
+
+def test_spec_from_a_bundle_manifest(tmp_path):
+    """An export bundle gives its artifact (ONNX Runtime first, or the one --backend names); a manifest
+    `pipeline` block gives the whole spec."""
+    from facecvt.pipeline.face_pipeline import PipelineConfig
+    from facecvt.pipeline.load import PipelineSpec, spec_from_source
+
+    artifacts = [{"backend": b, "precision": "fp32", "files": [{"file": f}], "preprocessing": {"mode": "prewhiten"}}
+                 for b, f in (("opencv", "m.pb"), ("litert", "m.tflite"), ("onnxruntime", "m.onnx"))]
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    spec = spec_from_source(tmp_path)
+    assert (spec.embedder.name, spec.backend, spec.config.preprocess) == ("m.onnx", "onnxruntime", "prewhiten")
+    assert spec_from_source(tmp_path, backend="tflite").embedder.name == "m.tflite"
+    with pytest.raises(FacecvtError, match="no coreml artifact"):
+        spec_from_source(tmp_path, backend="coreml")
+    record = PipelineSpec(tmp_path / "m.onnx", "onnxruntime", tmp_path, PipelineConfig(alignment="margin_crop")).to_dict()
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts, "pipeline": record}))
+    again = spec_from_source(tmp_path)
+    assert again.config.alignment == "margin_crop" and again.config.detector.thresholds == (0.6, 0.7, 0.7)
+    assert again.to_dict() == record
