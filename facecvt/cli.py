@@ -73,8 +73,18 @@ def model_options(func):
                         help="Batch size of the exported input: dynamic (any), or a fixed N.")(func)
     func = click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE",
                         help="Value for a placeholder in inference (e.g. phase_train=false). Repeatable.")(func)
-    func = click.option("--output", "output_name", metavar="NAME",
-                        help="Embedding output node (default: 'embeddings', else the graph's sink).")(func)
+    func = io_options(func)
+    return func
+
+
+def io_options(func):
+    """--input/--output/--input-shape: which tensors a command reads from the model, and the input's shape."""
+    func = click.option("--input-shape", metavar="N,H,W,C",
+                        help="Fix or free the input's dimensions (-1 or ? = free), e.g. -1,48,48,3; a shape "
+                             "that contradicts the graph is refused.")(func)
+    func = click.option("--output", "output_name", metavar="NAME[,NAME...]",
+                        help="Output node(s) to keep, in this order (default: 'embeddings', else every sink "
+                             "that depends on the input, e.g. a detector's probability, box and landmarks).")(func)
     func = click.option("--input", "input_name", metavar="NAME",
                         help="Image input node (default: 'input', else the float image placeholder).")(func)
     return func
@@ -180,11 +190,10 @@ def sample_mtcnn(out, net, weights_dir, force):
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--input", "input_name", metavar="NAME", help="Image input node.")
-@click.option("--output", "output_name", metavar="NAME", help="Embedding output node.")
+@io_options
 @signature_options
 @debug_option
-def inspect(model, as_json, input_name, output_name, signature, custom_objects):
+def inspect(model, as_json, input_name, output_name, input_shape, signature, custom_objects):
     """Show MODEL's inputs and outputs, its op histogram, the training structure found
     (flags, Switch/Merge, If, batch norms, dropout, queues, extra outputs) and what freeze will do."""
     from facecvt.core.console import out, step
@@ -193,7 +202,8 @@ def inspect(model, as_json, input_name, output_name, signature, custom_objects):
 
     with step(f"loading {model}"):
         report = inspect_model(load_model(model, input_name=input_name, output_name=output_name, signature=signature,
-                                          custom_objects=custom_objects, allow_variables=True))
+                                          custom_objects=custom_objects, allow_variables=True,
+                                          input_shape=input_shape))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -208,7 +218,8 @@ def inspect(model, as_json, input_name, output_name, signature, custom_objects):
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the pass reports as JSON.")
 @debug_option
-def freeze(model, out, input_name, output_name, set_values, batch, signature, custom_objects, force, json_path):
+def freeze(model, out, input_name, output_name, input_shape, set_values, batch, signature, custom_objects, force,
+           json_path):
     """Turn MODEL (raw training graph or checkpoint) into a clean inference graph: training flags set,
     dead cond branches pruned, If inlined, updates and control edges dropped, batch norms folded,
     dynamic-batch input, unused nodes stripped. Input and output names are kept."""
@@ -216,7 +227,8 @@ def freeze(model, out, input_name, output_name, set_values, batch, signature, cu
     from facecvt.core.console import out as console
 
     check_destination(out, force)
-    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects,
+                                     input_shape)
     with atomic_output(out, force) as tmp:
         tmp.write_bytes(result.frozen.graph_def.SerializeToString())
     from facecvt.core.console import err
@@ -224,13 +236,19 @@ def freeze(model, out, input_name, output_name, set_values, batch, signature, cu
 
     err.print(freeze_table(loaded, result))
     frozen = result.frozen
+    outputs = ", ".join(f"{name} {_dims(frozen.output_shapes.get(name))}" for name in frozen.output_names)
     console.print(f"wrote {out}: {len(frozen.graph_def.node)} nodes, input {frozen.input_name} "
-                  f"{list(frozen.input_shape)}, output {frozen.output_name} ({frozen.embedding_size}-D)")
+                  f"{_dims(frozen.input_shape)}, output{'s' if frozen.multi_output else ''} {outputs}")
     if json_path:
         from facecvt.validate.report import write_json_atomic
 
         write_json_atomic(json_path, {"model": str(model), "output": str(out),
                                       "passes": [r.as_dict() for r in result.reports]})
+
+
+def _dims(shape) -> str:
+    """(None, 12, 12, 3) -> '[?,12,12,3]'."""
+    return "[?]" if shape is None else "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _export_command(target: str, model, out, force, options, model_args):
@@ -241,7 +259,7 @@ def _export_command(target: str, model, out, force, options, model_args):
     for path in destinations(target, out):
         check_destination(path, force)
     loaded, result = load_and_freeze(model, *model_args)
-    if options.get("calibration") is not None:
+    if options.get("calibration") is not None and not result.frozen.free_size:
         options["calibration"] = options["calibration"].at_size(result.frozen.image_size)
     with step(f"converting to {target}"):
         exported = export(target, result.frozen, out, force=force, **options)
@@ -270,12 +288,12 @@ def export_command(target, help_text, extra_options=(), choose_target=None):
         @click.option("--force", is_flag=True, help="Overwrite an existing output.")
         @debug_option
         @functools.wraps(func)
-        def command(model, out, input_name, output_name, set_values, batch, signature, custom_objects, force,
-                    **options):
+        def command(model, out, input_name, output_name, input_shape, set_values, batch, signature, custom_objects,
+                    force, **options):
             options = func(**options) or options
             chosen, options = choose_target(out, options) if choose_target else (target, options)
             _export_command(chosen, model, out, force, options,
-                            (input_name, output_name, set_values, batch, signature, custom_objects))
+                            (input_name, output_name, set_values, batch, signature, custom_objects, input_shape))
 
         for option in reversed(extra_options):
             command = option(command)

@@ -30,17 +30,55 @@ class Model:
     path: Path
     kind: str  # "pb", "pbtxt", "checkpoint", "saved_model", "keras" or "h5"
     input_name: str
-    output_name: str
-    input_shape: tuple  # NHWC, batch None when dynamic
+    output_name: str  # the first kept output (the embedding of an embedding model)
+    input_shape: tuple  # NHWC, batch None when dynamic, height/width None when free
     training_flags: dict = field(default_factory=dict)  # name -> inference value
     extra_outputs: list = field(default_factory=list)  # other sinks, dropped by freeze
+    output_names: list = field(default_factory=list)  # every kept output, in order (output_name first)
     loader: str = ""  # which reader read the file
     found: dict = field(default_factory=dict)  # what the loader found (classes, layers, name mapping)
     unfrozen_variables: list = field(default_factory=list)  # variable nodes a frozen .pb still holds
 
+    def __post_init__(self):
+        if not self.output_names:
+            self.output_names = [self.output_name]
+
     @property
     def nodes(self) -> dict:
         return node_map(self.graph_def)
+
+
+def parse_output_names(requested) -> list:
+    """--output 'a,b,c' (or a list) -> ['a', 'b', 'c'] node names, in order, duplicates refused."""
+    if not requested:
+        return []
+    items = requested.split(",") if isinstance(requested, str) else list(requested)
+    names = [node_name(item.strip()) for item in items if item.strip()]
+    if len(set(names)) != len(names):
+        raise FacecvtError(f"--output {requested!r} names an output twice; list each output once")
+    return names
+
+
+def parse_input_shape(text) -> tuple | None:
+    """--input-shape 'N,H,W,C' -> a 4-tuple, None for a free dimension ('-1', '?' or 'None')."""
+    if text is None or text == "":
+        return None
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    dims = []
+    for item in items:
+        if str(item) in ("-1", "?", "None", "none"):
+            dims.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise FacecvtError(f"--input-shape {text!r}: each dimension is a positive number or -1/? for free")
+        dims.append(value)
+    if len(dims) != 4:
+        raise FacecvtError(f"--input-shape {text!r}: give 4 dimensions N,H,W,C (e.g. -1,48,48,3)")
+    return tuple(dims)
 
 
 def _read_graph_def(path: Path):
@@ -190,13 +228,15 @@ def _find_input(graph_def, flags: dict, requested: str | None) -> str:
                        f"choose one with --input NAME")
 
 
-def _find_outputs(graph_def, requested: str | None) -> list:
+def _find_outputs(graph_def, requested) -> list:
     nodes = node_map(graph_def)
     if requested:
-        name = node_name(requested)
-        if name not in nodes:
-            raise FacecvtError(f"--output {requested!r} is not a node of the graph{did_you_mean(name, nodes)}")
-        return [name]
+        names = parse_output_names(requested)
+        for name in names:
+            if name not in nodes:
+                raise FacecvtError(f"--output {name!r} is not a node of the graph{did_you_mean(name, nodes)}; "
+                                   f"list the outputs with `facecvt inspect MODEL`")
+        return names
     read = {node_name(r) for n in graph_def.node for r in n.input}
     sinks = [n.name for n in graph_def.node if n.name not in read and n.op not in NOT_OUTPUTS
              and not n.op.startswith("Save") and not n.op.startswith("Restore")]
@@ -222,13 +262,33 @@ def _trace_queue_shape(graph_def, name: str) -> tuple | None:
     return (None, *(int(d.size) for d in dims))
 
 
-def _input_shape(graph_def, name: str) -> tuple:
+def _input_shape(graph_def, name: str, requested: tuple | None = None) -> tuple:
+    """The input's NHWC shape: the graph's, with `requested` (--input-shape) filling or fixing dimensions.
+
+    Height and width may stay free (None); the channels must be known. A requested dimension that
+    contradicts a fixed one of the graph is an error naming both.
+    """
     node = node_map(graph_def)[name]
     shape = _shape_of(node) if node.op in INPUT_OPS else _trace_queue_shape(graph_def, name)
-    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
-        raise FacecvtError(f"the shape of input {name!r} is not known ({shape}); the graph must fix "
-                           f"height, width and channels of its input")
+    if requested is not None:
+        if shape is not None and len(shape) != 4:
+            raise FacecvtError(f"--input-shape {_dims(requested)} has 4 dimensions but input {name!r} has "
+                               f"{len(shape)} ({_dims(shape)}); give the graph's rank")
+        graph = shape or (None,) * 4
+        for index, (have, want) in enumerate(zip(graph, requested)):
+            if have is not None and want is not None and have != want:
+                raise FacecvtError(f"--input-shape {_dims(requested)} contradicts the graph's input {name!r} "
+                                   f"of shape {_dims(graph)} (dimension {index}: {want} vs {have}); give "
+                                   f"{_dims(graph)} or -1 where the graph is free")
+        shape = tuple(w if w is not None else h for h, w in zip(graph, requested))
+    if shape is None or len(shape) != 4 or shape[3] is None:
+        raise FacecvtError(f"the shape of input {name!r} is not known ({shape}); give it with "
+                           f"--input-shape N,H,W,C (-1 for a free dimension, e.g. -1,-1,-1,3)")
     return shape
+
+
+def _dims(shape) -> str:
+    return ",".join("?" if d is None else str(d) for d in shape)
 
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
@@ -248,8 +308,7 @@ def _read_any(path: Path, output_name, signature, custom_objects):
         if is_saved_model(path):
             loaded = load_saved_model(path, signature)
             return loaded.graph_def, loaded.kind, loaded
-        outputs = [node_name(output_name)] if output_name else None
-        return _freeze_checkpoint(path, outputs), "checkpoint", None
+        return _freeze_checkpoint(path, parse_output_names(output_name) or None), "checkpoint", None
     if suffix in KERAS_SUFFIXES + H5_SUFFIXES:
         loaded = load_keras_file(path, custom_objects)
         return loaded.graph_def, loaded.kind, loaded
@@ -274,10 +333,15 @@ def unfrozen_variables_message(path: Path, names: list) -> str:
             f".data-*) as the input instead")
 
 
-def load_model(path, *, input_name: str | None = None, output_name: str | None = None,
+def load_model(path, *, input_name: str | None = None, output_name=None,
                set_values: dict | None = None, signature: str | None = None, custom_objects=None,
-               allow_variables: bool = False) -> Model:
-    """Read `path` (any accepted input) and find its input, output and flags.
+               allow_variables: bool = False, input_shape=None) -> Model:
+    """Read `path` (any accepted input) and find its input, outputs and flags.
+
+    `output_name` is one name, 'a,b,c' or a list: those outputs are kept, in that order. Without
+    it an embedding model keeps `embeddings` (else its one sink) and a detector-like graph every
+    sink that depends on the input. `input_shape` ('N,H,W,C' or a tuple, None/-1 free) fixes or
+    frees dimensions of the input.
 
     `signature` chooses a SavedModel's signature (default `serving_default`); `custom_objects` is a
     Python file defining a Keras model's custom layers and functions. A GraphDef that still holds
@@ -298,28 +362,44 @@ def load_model(path, *, input_name: str | None = None, output_name: str | None =
     outputs = _find_outputs(graph_def, output_name)
     if loaded is not None and not output_name:
         outputs = list(loaded.outputs) + [o for o in outputs if o not in loaded.outputs]
-    if not output_name:
-        outputs = _rank_outputs(graph_def, inp, outputs)
-    return Model(graph_def=graph_def, path=path, kind=kind, input_name=inp, output_name=outputs[0],
-                 input_shape=_input_shape(graph_def, inp), training_flags=flags, extra_outputs=outputs[1:],
+    if output_name:
+        kept, dropped = outputs, []
+    else:
+        kept, dropped = _rank_outputs(graph_def, inp, outputs)
+    return Model(graph_def=graph_def, path=path, kind=kind, input_name=inp, output_name=kept[0], output_names=kept,
+                 input_shape=_input_shape(graph_def, inp, parse_input_shape(input_shape)), training_flags=flags,
+                 extra_outputs=dropped,
                  loader=loaded.loader if loaded else LOADERS[kind], found=loaded.found if loaded else {},
                  unfrozen_variables=variables)
 
 
-def _rank_outputs(graph_def, input_name: str, sinks: list) -> list:
-    """Sinks that depend on the input, `embeddings` first; error if there is none."""
+def _rank_outputs(graph_def, input_name: str, sinks: list) -> tuple[list, list]:
+    """(outputs to keep, sinks dropped): `embeddings` alone when the graph has it (facenet's
+    `label_batch` and the like are dropped), else every sink that depends on the input (a
+    detector's probability, box and landmarks), in graph order. Error if no sink depends on it."""
     depends = [s for s in sinks if input_name in ancestors(graph_def, [s], control=False)]
-    others = [s for s in sinks if s not in depends]
-    if "embeddings" in depends:
-        depends.remove("embeddings")
-        depends.insert(0, "embeddings")
     if not depends:
         raise FacecvtError(f"no output of the graph depends on input {input_name!r}; "
-                           f"name the embedding output with --output NAME")
-    if len(depends) > 1 and depends[0] != "embeddings":
-        raise FacecvtError(f"the graph has several outputs ({', '.join(depends[:5])}); "
-                           f"choose the embedding with --output NAME")
-    return depends + others
+                           f"name the output(s) with --output NAME[,NAME...]")
+    kept = ["embeddings"] if "embeddings" in depends else depends
+    return kept, [s for s in sinks if s not in kept]
+
+
+def tensor_signatures(graph_def, names) -> dict:
+    """{node: (shape as a list with None for unknown dims, or None for unknown rank; dtype name)} of
+    each node's first output, by TensorFlow's static shape inference."""
+    from facecvt.core.tf_env import import_tf
+
+    tf = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    found = {}
+    for name in names:
+        tensor = graph.get_tensor_by_name(f"{name}:0")
+        shape = None if tensor.shape.rank is None else tensor.shape.as_list()
+        found[name] = (shape, tensor.dtype.name)
+    return found
 
 
 def _parse_set_values(graph_def, set_values: dict | None) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
 from facecvt.core.tf_env import import_tf
@@ -63,7 +65,7 @@ def freeze(model, *, batch: int | None = None, progress=None) -> FreezeResult:
     graph_def = type(model.graph_def)()
     graph_def.CopyFrom(model.graph_def)
     original_batch = model.input_shape[0]
-    ctx = PassContext(input_name=model.input_name, output_names=[model.output_name],
+    ctx = PassContext(input_name=model.input_name, output_names=list(model.output_names),
                       training_flags=dict(model.training_flags),
                       input_shape=(batch, *model.input_shape[1:]), original_batch=original_batch)
     tf = import_tf()
@@ -77,25 +79,36 @@ def freeze(model, *, batch: int | None = None, progress=None) -> FreezeResult:
         what = ", ".join(f"{v} {k}" for k, v in sorted(left.items()))
         raise FacecvtError(f"{model.path}: training structure left after freezing ({what}); a cond predicate "
                            f"may depend on a placeholder that is not a training flag: set it with --set NAME=VALUE")
-    embedding_size = _embedding_size(graph_def, ctx)
-    frozen = FrozenGraph(graph_def=graph_def, input_name=model.input_name, output_name=model.output_name,
-                         input_shape=ctx.input_shape, embedding_size=embedding_size,
-                         notes={"original_batch": original_batch})
+    shapes = output_shapes(graph_def, ctx.input_name, ctx.input_shape, ctx.output_names)
+    first = shapes[ctx.output_names[0]]
+    frozen = FrozenGraph(graph_def=graph_def, input_name=model.input_name, output_names=tuple(ctx.output_names),
+                         input_shape=ctx.input_shape, embedding_size=_flat_size(first),
+                         output_shapes=shapes, notes={"original_batch": original_batch})
     return FreezeResult(frozen=frozen, reports=reports)
 
 
-def _embedding_size(graph_def, ctx) -> int:
-    """The output's last dimension, from TensorFlow's shape inference (or one run if unknown)."""
+def output_shapes(graph_def, input_name: str, input_shape: tuple, output_names) -> dict:
+    """{output: shape} from TensorFlow's shape inference, None for a dimension that depends on the
+    batch or on a free input size; a fixed-size input with a dimension still unknown is run once."""
     import numpy as np
 
     tf = import_tf()
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
-    out = graph.get_tensor_by_name(f"{ctx.output_names[0]}:0")
-    if out.shape.rank == 2 and out.shape[-1] is not None:
-        return int(out.shape[-1])
-    shape = [ctx.input_shape[0] or 1, *ctx.input_shape[1:]]
+    tensors = [graph.get_tensor_by_name(f"{name}:0") for name in output_names]
+    shapes = [None if t.shape.rank is None else tuple(t.shape.as_list()) for t in tensors]
+    if all(s is not None and None not in s[1:] for s in shapes) or None in input_shape[1:]:
+        return {name: shape for name, shape in zip(output_names, shapes)}
+    feed = np.zeros([input_shape[0] or 1, *input_shape[1:]], np.float32)
     with tf.compat.v1.Session(graph=graph) as session:
-        value = session.run(out, {f"{ctx.input_name}:0": np.zeros(shape, np.float32)})
-    return int(value.reshape(value.shape[0], -1).shape[-1])
+        values = session.run(tensors, {f"{input_name}:0": feed})
+    return {name: (None if input_shape[0] is None else v.shape[0], *v.shape[1:])
+            for name, v in zip(output_names, values)}
+
+
+def _flat_size(shape) -> int | None:
+    """Values per input of an output of `shape` (the embedding size), None when not fixed."""
+    if shape is None or any(d is None for d in shape[1:]):
+        return None
+    return int(np.prod(shape[1:], dtype=np.int64))

@@ -33,11 +33,14 @@ def parse_set(values) -> dict:
 
 
 def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
-                    signature=None, custom_objects=None):
-    """Load MODEL and run the freeze pipeline; returns (model, FreezeResult)."""
+                    signature=None, custom_objects=None, input_shape=None):
+    """Load MODEL and run the freeze pipeline; returns (model, FreezeResult).
+
+    `output_name` may list several outputs ('a,b,c'); `input_shape` is --input-shape N,H,W,C."""
     with step(f"loading {model_path}"):
         model = load_model(model_path, input_name=input_name, output_name=output_name,
-                           set_values=parse_set(set_values), signature=signature, custom_objects=custom_objects)
+                           set_values=parse_set(set_values), signature=signature, custom_objects=custom_objects,
+                           input_shape=input_shape)
     with step("freezing"):
         result = freeze(model, batch=parse_batch(batch))
     return model, result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from facecvt.graph_ops.fold import is_inference_batch_norm
 from facecvt.graph_ops.graph import op_histogram
-from facecvt.core.model import Model, describe_training_structure, unfrozen_variables_message
+from facecvt.core.model import Model, describe_training_structure, tensor_signatures, unfrozen_variables_message
 
 
 def inference_batch_norms(graph_def) -> int:
@@ -58,7 +58,9 @@ def inspect_model(model: Model) -> dict:
         "nodes": len(model.graph_def.node),
         "inputs": [{"name": model.input_name, "op": nodes[model.input_name].op,
                     "shape": list(model.input_shape), "dtype": "float32"}],
-        "outputs": [{"name": model.output_name, "op": nodes[model.output_name].op}],
+        "outputs": [{"name": name, "op": nodes[name].op, "shape": shape, "dtype": dtype}
+                    for name, (shape, dtype) in tensor_signatures(model.graph_def, model.output_names).items()],
+        "found_outputs": [*model.output_names, *model.extra_outputs],
         "training_flags": [{"name": k, "op": nodes[k].op, "inference_value": v,
                             "dtype": "bool" if nodes[k].attr["dtype"].type == 10 else dtype_name(nodes[k])}
                            for k, v in model.training_flags.items()],
@@ -84,11 +86,12 @@ def render_inspect(report: dict, console) -> None:
     for item in report["inputs"]:
         console.print(f"  input   {item['name']}  {item['op']}  shape {item['shape']}  {item['dtype']}")
     for item in report["outputs"]:
-        console.print(f"  output  {item['name']}  {item['op']}")
+        shape = "?" if item["shape"] is None else item["shape"]
+        console.print(f"  output  {item['name']}  {item['op']}  shape {shape}  {item['dtype']}  (kept)")
     for item in report["training_flags"]:
         console.print(f"  flag    {item['name']}  {item['op']} {item['dtype']} -> {item['inference_value']}")
     if report["extra_outputs"]:
-        console.print(f"  extra outputs: {', '.join(report['extra_outputs'])}")
+        console.print(f"  extra outputs (dropped; keep them with --output): {', '.join(report['extra_outputs'])}")
     structure = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["training_structure"].items() if v)
     console.print(f"training structure: {structure or 'none'}")
     console.print("ops: " + ", ".join(f"{op} {n}" for op, n in report["ops"].items()))
