@@ -29,6 +29,7 @@ from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE, TARGETS,
 COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
 DEPLOYMENT_TARGET = "iOS15"  # the first Core ML version with ML programs (saved as .mlpackage)
 MAX_BATCH = 1024
+MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 1, 4096, 64  # range of a free input height/width
 
 
 
@@ -40,11 +41,15 @@ def _image_bias(bias) -> list:
 
 
 def _input_type(ct, frozen: FrozenGraph, image_input: bool, image_scale: float, image_bias: list):
-    """(coremltools input type, flexible batch?) for the graph's input."""
+    """(coremltools input type, flexible batch?) for the graph's input; a free height or width
+    becomes a flexible range (MIN_SIZE..MAX_SIZE)."""
     _, height, width, channels = frozen.input_shape
     if image_input:
         if channels != 3:
             raise FacecvtError(f"image_input needs a 3-channel (RGB) input; {frozen.input_name} has {channels}")
+        if frozen.free_size:
+            raise FacecvtError(f"image_input needs a fixed image size; {frozen.input_name} is free: "
+                               f"fix it with --input-shape -1,H,W,3")
         image = ct.ImageType(name=frozen.input_name, shape=(1, height, width, 3), scale=float(image_scale),
                              bias=image_bias, color_layout=ct.colorlayout.RGB)
         return image, False
@@ -52,6 +57,8 @@ def _input_type(ct, frozen: FrozenGraph, image_input: bool, image_scale: float, 
         batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
     else:
         batch = int(frozen.batch)
+    height, width = (ct.RangeDim(lower_bound=MIN_SIZE, upper_bound=MAX_SIZE, default=DEFAULT_SIZE)
+                     if d is None else int(d) for d in (height, width))
     return ct.TensorType(name=frozen.input_name, shape=(batch, height, width, channels)), frozen.batch is None
 
 
@@ -73,20 +80,21 @@ def _convert(ct, function, input_type, frozen: FrozenGraph, precision: str):
     with contextlib.redirect_stderr(io.StringIO()):
         return ct.convert(
             [function], source="tensorflow", convert_to="mlprogram",
-            inputs=[input_type], outputs=[ct.TensorType(name=frozen.output_name)],
+            inputs=[input_type], outputs=[ct.TensorType(name=name) for name in frozen.output_names],
             compute_precision=getattr(ct.precision, COMPUTE_PRECISION[precision]),
             minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
             skip_model_load=True)
 
 
-def _named_features(ct, model, input_name: str, output_name: str):
-    """The model with its input and output called `input_name` and `output_name`.
+def _named_features(ct, model, input_name: str, output_names: list):
+    """The model with its input called `input_name` and its outputs `output_names`, in order.
 
     coremltools names features after TF ops (and sanitises some names its own way), and Core ML
     refuses names outside [A-Za-z_][A-Za-z0-9_]*: the caller passes names already made legal.
     """
     spec = model.get_spec()
-    renames = [(spec.description.input[0].name, input_name), (spec.description.output[0].name, output_name)]
+    renames = [(spec.description.input[0].name, input_name),
+               *((output.name, wanted) for output, wanted in zip(spec.description.output, output_names, strict=True))]
     if all(current == wanted for current, wanted in renames):
         return model
     for current, wanted in renames:
@@ -120,15 +128,17 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FacecvtError(f"coremltools cannot convert the graph{_failing_node(exc)}: {message}") from exc
     mil_ops = _mil_op_counts(model)  # before any rename: a model rebuilt from its spec has no MIL program
-    names = legal_names(TARGETS["coreml"], [frozen.input_name, frozen.output_name])
-    model = _named_features(ct, model, names[frozen.input_name], names[frozen.output_name])
-    model.short_description = f"facecvt: {frozen.embedding_size}-D face embeddings ({precision})"
+    names = legal_names(TARGETS["coreml"], [frozen.input_name, *frozen.output_names])
+    model = _named_features(ct, model, names[frozen.input_name], [names[o] for o in frozen.output_names])
+    model.short_description = (f"facecvt: {', '.join(frozen.output_names)} ({precision})" if frozen.multi_output
+                               else f"facecvt: {frozen.embedding_size}-D face embeddings ({precision})")
     details = {
         "precision": precision,
         "compute_precision": COMPUTE_PRECISION[precision],
         "deployment_target": DEPLOYMENT_TARGET,
         "mil_ops": mil_ops,
         "flexible_batch": flexible,
+        "flexible_size": frozen.free_size and not image_input,
         "input_type": "image" if image_input else "tensor",
         "names": {legal: original for original, legal in names.items()},  # export-side name -> graph's name
     }

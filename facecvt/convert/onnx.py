@@ -15,6 +15,7 @@ from facecvt.core.tf_env import import_tf
 
 LAYOUTS = ("nhwc", "nchw")
 BATCH_DIM = "N"  # dim_param of the batch dimension of the input and the output
+SIZE_DIMS = ("H", "W")  # dim_params of a free input height and width
 
 
 def _tf2onnx():
@@ -109,13 +110,14 @@ def _unknown_ops(model) -> list:
 def _convert(frozen: FrozenGraph, opset: int, layout: str):
     """tf2onnx conversion of the clean graph, tensors renamed to the graph's plain names."""
     tf2onnx = _tf2onnx()
-    input_ref, output_ref = f"{frozen.input_name}:0", f"{frozen.output_name}:0"
+    input_ref = f"{frozen.input_name}:0"
+    output_refs = {f"{name}:0": name for name in frozen.output_names}
     with _tf2onnx_errors() as errors:
         try:
             model, _ = tf2onnx.convert.from_graph_def(
-                frozen.graph_def, name=frozen.output_name, input_names=[input_ref], output_names=[output_ref],
+                frozen.graph_def, name=frozen.output_name, input_names=[input_ref], output_names=list(output_refs),
                 opset=opset, inputs_as_nchw=[input_ref] if layout == "nchw" else None,
-                tensors_to_rename={input_ref: frozen.input_name, output_ref: frozen.output_name})
+                tensors_to_rename={input_ref: frozen.input_name, **output_refs})
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise FacecvtError(f"tf2onnx failed: {first_line}") from exc
@@ -128,12 +130,19 @@ def _convert(frozen: FrozenGraph, opset: int, layout: str):
     return model
 
 
-def _set_batch_dim(model) -> None:
-    """Make dimension 0 of the graph input and output the symbolic batch dimension."""
+def _set_symbolic_dims(model, layout: str) -> None:
+    """Name the free dimensions: the batch `N` of the input and every output, and a free input
+    height and width `H`, `W` (a fully convolutional model)."""
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for index, label in zip((2, 3) if layout == "nchw" else (1, 2), SIZE_DIMS):
+                if not dims[index].HasField("dim_value"):
+                    dims[index].dim_param = label
 
 
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None = None,
@@ -157,7 +166,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None
         raise TypeError(f"int8 options given for a {precision} ONNX export: {sorted(int8_options)}")
     opset = default_opset() if opset is None else check_opset(opset)
     model = _convert(frozen, opset, layout)
-    _set_batch_dim(model)
+    _set_symbolic_dims(model, layout)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -170,4 +179,5 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, opset: int | None
     else:
         onnx.save_model(model, str(tmp_path))
     return {**details, "precision": precision,
+            "names": {name: name for name in (frozen.input_name, *frozen.output_names)},
             "ops": dict(Counter(node.op_type for node in model.graph.node).most_common())}

@@ -42,7 +42,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, *, precision: str
     """
     graph_def = type(frozen.graph_def)()
     graph_def.CopyFrom(frozen.graph_def)
-    ctx = PassContext(input_name=frozen.input_name, output_names=[frozen.output_name],
+    ctx = PassContext(input_name=frozen.input_name, output_names=list(frozen.output_names),
                       input_shape=frozen.input_shape, original_batch=frozen.notes.get("original_batch"))
     reports = run_pipeline(graph_def, ctx, OPENCV_PIPELINE)
     text, text_reports = _text_graph(graph_def, ctx)
@@ -54,8 +54,14 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, *, precision: str
         "ops": op_histogram(graph_def),
         "text_graph_ops": op_histogram(text),
         "bytes": {"pb": Path(tmp_path).stat().st_size, "pbtxt": pbtxt.stat().st_size},
-        "runner_options": {"pbtxt": str(pbtxt)},
+        "names": {name: name for name in (frozen.input_name, *frozen.output_names)},
+        "runner_options": {"pbtxt": str(pbtxt), **_output_option(frozen)},
     }
+
+
+def _output_option(frozen: FrozenGraph) -> dict:
+    """OpenCV's forward() returns only the last layer: a multi-output net is run with the names."""
+    return {"output_names": list(frozen.output_names)} if frozen.multi_output else {}
 
 
 def text_graph(graph_def, ctx: PassContext | None = None):

@@ -35,9 +35,10 @@ def representative_dataset(calibration, frozen: FrozenGraph):
         for item in calibration:
             batch = np.asarray(item, dtype=np.float32)
             batch = batch[None] if batch.ndim == 3 else batch
-            if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            if batch.ndim != 4 or any(e is not None and e != got for e, got in zip(expected, batch.shape[1:])):
                 raise FacecvtError(f"calibration data has shape {batch.shape}; the model takes "
-                                   f"(N, {', '.join(map(str, expected))}) preprocessed images")
+                                   f"(N, {', '.join('?' if e is None else str(e) for e in expected)}) "
+                                   f"preprocessed images")
             for image in batch:
                 count += 1
                 yield [image[None]]
@@ -230,4 +231,6 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     Path(tmp_path).write_bytes(flatbuffer)
     if precision == "int8" and probe is not None:
         details["quantization"].update(_error_account(frozen, Path(tmp_path), calibration, probe))
-    return {**details, "size_bytes": len(flatbuffer)}
+    # the converter keeps the graph's tensor names (LiteRT lists outputs in its own order: match by name)
+    return {**details, "size_bytes": len(flatbuffer),
+            "names": {name: name for name in (frozen.input_name, *frozen.output_names)}}

@@ -15,6 +15,8 @@ computes what TensorFlow computes. The patterns were found by running OpenCV on 
   which fails for batch > 1;
 - PReLU written max(x, 0) + alpha * min(x, 0) (OpenCV has no Minimum op), or
   relu(x) + alpha * -relu(-x) as facenet's MTCNN writes it (no Neg layer);
+- a softmax spelled out (max, sub, exp, sum, div, as facenet's MTCNN writes it): OpenCV's reduce
+  max refuses a 2-D tensor;
 - clips written with Minimum/Maximum, and max(x, 0) alone (no such layers; the clip fusion
   OpenCV has does not run on a .pbtxt; max(a * x, 0) is silently read as a leaky ReLU).
 
@@ -50,6 +52,7 @@ OPENCV_PIPELINE = [
     "prelu_to_keras_form",
     "strip_unused",  # the Maximum of a rewritten PReLU is not a lone max(x, 0) for clip_to_opencv_form
     "clip_to_opencv_form",
+    "softmax_to_opencv_form",
     "strip_unused",
     "sort_topologically",
 ]
@@ -501,3 +504,35 @@ def clip_to_opencv_form(graph_def, ctx) -> str:
 def _bounds(m) -> tuple:
     """(low, high) scalars of a matched CLIP."""
     return float(m.values.get("low", 0.0)), float(m.values["high"])
+
+
+SPELLED_SOFTMAX = op("RealDiv|Div", op("Exp", op("Sub", X, op("Max", X, const("max_axis"))), name="exp"),
+                     op("Sum", tensor("summed"), const("sum_axis")))
+
+
+@graph_pass
+def softmax_to_opencv_form(graph_def, ctx) -> str:
+    """A softmax spelled out over the last axis becomes one Softmax (OpenCV's softmax layer).
+
+        RealDiv(e, Sum(e, axis)),  e = Exp(Sub(x, Max(x, axis)))   ->  Softmax(x)
+
+    Exact up to rounding (Softmax subtracts the max itself). Only 2-D tensors are rewritten: on a
+    4-D NHWC tensor OpenCV 5 applies Softmax along W of its NCHW blob (measured), while it runs
+    the spelled-out chain over the channels correctly.
+    """
+    nodes = node_map(graph_def)
+    shapes = None
+    done = []
+    for div in [n for n in graph_def.node if n.op in ("RealDiv", "Div")]:
+        m = match(SPELLED_SOFTMAX, nodes, div.name)
+        if m is None or node_name(m["summed"]) != m.nodes["exp"].name:
+            continue
+        shapes = shapes or _Shapes(graph_def)
+        rank = len(shapes.of(m["x"]) or ())
+        axes = {int(a) % rank if rank else int(a) for key in ("max_axis", "sum_axis")
+                for a in np.asarray(m.values[key]).reshape(-1)}
+        if rank != 2 or axes != {1}:
+            continue
+        _reset(div, "Softmax", [m["x"]])
+        done.append(div.name)
+    return f"fused {len(done)} spelled-out softmaxes" + (f": {_names(done)}" if done else "")

@@ -11,13 +11,16 @@ from facecvt.core.errors import FacecvtError
 
 
 class Runner(abc.ABC):
-    """Loads one artifact and embeds batches of preprocessed images.
+    """Loads one artifact and runs batches of preprocessed images.
 
-    `embed` always takes NHWC float32 (N, H, W, C), already preprocessed, and returns the
-    (N, D) float32 embeddings. It is written once, here: it checks the batch, splits it into
-    the model's fixed batch (the last chunk zero-padded, the padding's rows dropped) or into
-    chunks of at most `max_chunk` images, and concatenates. A backend implements only
-    `_infer`, its runtime's call on one chunk; a runtime that wants NCHW transposes there.
+    `run` takes NHWC float32 (N, H, W, C), already preprocessed, and returns every output of the
+    model, in `output_names` order, as float32 arrays (N, ...) laid out as TensorFlow lays them out.
+    `embed` is the single-output view: the (N, D) embeddings. Both are written once, here: the
+    batch is checked, split into the model's fixed batch (the last chunk zero-padded, the
+    padding's rows dropped) or into chunks of at most `max_chunk` images, and concatenated. A
+    backend implements only `_infer`, its runtime's call on one chunk returning all outputs; a
+    runtime that wants NCHW transposes there. A model whose height and width are free takes any
+    size (one size per call).
 
     A backend that can expose intermediate tensors also implements `activations(batch)`
     (name -> array, as its runtime names and lays them out) for `facecvt.validate.localize`.
@@ -34,26 +37,41 @@ class Runner(abc.ABC):
     def input_shape(self) -> tuple:
         """NHWC shape the model takes, batch as None when dynamic."""
 
-    @abc.abstractmethod
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """The runtime's output for one NHWC float32 chunk of the size `embed` chose; any shape (N, ...)."""
+    @property
+    def output_names(self) -> list[str]:
+        """The model's outputs as its runtime names them, in the order `run` returns them."""
+        return list(self._output_names)
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings (N, D) float32 of an NHWC float32 batch."""
+    _output_names: list = []
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output (in `output_names` order) for one NHWC float32 chunk of the size `run` chose."""
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model for an NHWC float32 batch: float32 arrays (N, ...)."""
         batch = self.checked_batch(batch)
         fixed = self.input_shape[0]
         size = fixed or self.max_chunk or max(len(batch), 1)
-        outputs = []
+        chunks = []
         for start in range(0, len(batch), size):
             chunk = batch[start:start + size]
             count = len(chunk)
             if fixed and count < fixed:
                 chunk = np.concatenate([chunk, np.zeros((fixed - count, *chunk.shape[1:]), np.float32)])
-            out = np.asarray(self._infer(chunk))
-            outputs.append(out.reshape(len(chunk), -1)[:count])
-        if not outputs:
-            return np.zeros((0, 0), np.float32)
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+            chunks.append([np.asarray(out)[:count] for out in self._infer(chunk)])
+        if not chunks:
+            return [np.zeros((0, 0), np.float32) for _ in self.output_names]
+        return [np.concatenate(parts).astype(np.float32, copy=False) for parts in zip(*chunks)]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) float32 of an NHWC float32 batch (a single-output model)."""
+        outputs = self.run(batch)
+        if len(outputs) != 1:
+            raise FacecvtError(f"{self.path} has {len(outputs)} outputs ({', '.join(self.output_names)}); "
+                               f"an embedding model has one: use run() for all of them")
+        first = outputs[0]
+        return first.reshape(len(first), -1) if len(first) else np.zeros((0, 0), np.float32)
 
     def checked_batch(self, batch: np.ndarray) -> np.ndarray:
         """`batch` as contiguous NHWC float32, its image size checked against the model's."""

@@ -40,11 +40,13 @@ def _input_geometry(feature) -> tuple[tuple, str, bool]:
     ranges = array.shapeRange.sizeRanges
     if len(shape) != 4:
         raise FacecvtError(f"Core ML input '{feature.name}' has shape {shape}; facecvt needs a 4-D image batch")
-    batch = None if ranges and ranges[0].upperBound != ranges[0].lowerBound else shape[0]
+    # a flexible dimension (batch, or the height/width of a free-size model) is None
+    shape = [None if index < len(ranges) and ranges[index].upperBound != ranges[index].lowerBound else size
+             for index, size in enumerate(shape)]
     channels_first = shape[1] in (1, 3) and shape[3] not in (1, 3)
     if channels_first:
-        return (batch, shape[2], shape[3], shape[1]), "NCHW", False
-    return (batch, shape[1], shape[2], shape[3]), "NHWC", False
+        return (shape[0], shape[2], shape[3], shape[1]), "NCHW", False
+    return tuple(shape), "NHWC", False
 
 
 def _pixel_mapping(metadata: dict, path: Path) -> tuple[float, np.ndarray]:
@@ -82,7 +84,7 @@ class CoreMLRunner(Runner):
         self._spec = load_spec(self.path)
         description = self._spec.description
         self._input_name = description.input[0].name
-        self._output_name = description.output[0].name
+        self._output_names = [output.name for output in description.output]
         self._shape, self._layout, self._is_image = _input_geometry(description.input[0])
         self._raw_pixels = raw_pixels
         if self._is_image and not raw_pixels:
@@ -113,13 +115,15 @@ class CoreMLRunner(Runner):
     def executed_by(self) -> str:
         return "coreml" if self.engine == "coreml" else MIL_EXECUTOR_LABEL
 
-    def _infer(self, chunk: np.ndarray) -> np.ndarray:
+    def _infer(self, chunk: np.ndarray) -> list[np.ndarray]:
         if self._is_image and not self._raw_pixels:
             chunk = (chunk - self._bias) / self._scale
         if self.engine == "coreml":
-            return self._predict_coreml(chunk)
-        feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
-        return self._executor.run({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
+            values = self._predict_coreml(chunk)
+        else:
+            feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
+            values = self._executor.run({self._input_name: np.ascontiguousarray(feed)})
+        return [np.asarray(values[name]) for name in self._output_names]
 
     def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every MIL variable the program computes, from facecvt's executor (name -> array).
@@ -138,16 +142,17 @@ class CoreMLRunner(Runner):
         return {name: np.asarray(value, dtype=np.float32) for name, value in values.items()
                 if np.issubdtype(np.asarray(value).dtype, np.floating)}
 
-    def _predict_coreml(self, chunk: np.ndarray) -> np.ndarray:
+    def _predict_coreml(self, chunk: np.ndarray) -> dict:
+        """{output name: array} from Core ML itself (macOS)."""
         if self._is_image:
             from PIL import Image
 
             pixels = np.clip(np.rint(chunk), 0, 255).astype(np.uint8)
-            return np.concatenate([
-                np.asarray(self._model.predict({self._input_name: Image.fromarray(image, "RGB")})[self._output_name])
-                .reshape(1, -1) for image in pixels])
+            predictions = [self._model.predict({self._input_name: Image.fromarray(image, "RGB")}) for image in pixels]
+            return {name: np.concatenate([np.asarray(p[name])[None] if np.ndim(p[name]) == 1 else np.asarray(p[name])
+                                          for p in predictions]) for name in self._output_names}
         feed = chunk.transpose(0, 3, 1, 2) if self._layout == "NCHW" else chunk
-        return self._model.predict({self._input_name: np.ascontiguousarray(feed)})[self._output_name]
+        return self._model.predict({self._input_name: np.ascontiguousarray(feed)})
 
     def close(self) -> None:
         self._model = self._executor = None

@@ -46,13 +46,20 @@ class LiteRTRunner(Runner):
         super().__init__(path)
         try:
             self._interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
-            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            # a free height/width (-1) would be allocated at 1x1, too small for a conv net: such a
+            # model is allocated at the first batch's size instead
+            free_size = any(int(d) < 0 for d in self._input["shape_signature"][1:3])
+            if not free_size:
+                self._interpreter.allocate_tensors()
         except Exception as exc:
             raise FacecvtError(f"LiteRT cannot load {self.path}: {str(exc).strip().splitlines()[0]}") from exc
         # dtype and quantisation do not change when the input is resized: read them once
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self._allocated_shape = tuple(int(d) for d in self._input["shape"])
+        # the converter lists outputs in its own order; tensor indices follow the graph's, and the
+        # names (kept by the converter) are what callers match on
+        self._outputs = sorted(self._interpreter.get_output_details(), key=lambda d: d["index"])
+        self._output_names = [d["name"] for d in self._outputs]
+        self._allocated_shape = None if free_size else tuple(int(d) for d in self._input["shape"])
         signature = [int(d) for d in self._input["shape_signature"]]
         if len(signature) != 4:
             raise FacecvtError(f"{self.path} takes a {len(signature)}-D input {signature}; "
@@ -63,7 +70,7 @@ class LiteRTRunner(Runner):
     def input_shape(self) -> tuple:
         return self._shape
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         interpreter = self._interpreter
         try:
             if batch.shape != self._allocated_shape:
@@ -72,11 +79,11 @@ class LiteRTRunner(Runner):
                 self._allocated_shape = batch.shape
             interpreter.set_tensor(self._input["index"], quantize(batch, self._input))
             interpreter.invoke()
-            output = interpreter.get_tensor(self._output["index"])
+            outputs = [interpreter.get_tensor(d["index"]) for d in self._outputs]
         except (ValueError, RuntimeError) as exc:
             raise FacecvtError(f"LiteRT failed on {self.path} with a batch of shape {batch.shape}: "
                                f"{str(exc).strip().splitlines()[0]}") from exc
-        return dequantize(output, self._output)
+        return [dequantize(output, d) for output, d in zip(outputs, self._outputs)]
 
     def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every op's output tensor, dequantised, from an interpreter that preserves all tensors."""
@@ -85,7 +92,7 @@ class LiteRTRunner(Runner):
         batch = self.checked_batch(batch)
         interpreter = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True,
                                   num_threads=os.cpu_count())
-        if self._shape[0] is None:
+        if None in self._shape:
             interpreter.resize_tensor_input(self._input["index"], batch.shape, strict=True)
         interpreter.allocate_tensors()
         interpreter.set_tensor(self._input["index"], quantize(batch, self._input))

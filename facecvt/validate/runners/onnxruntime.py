@@ -43,7 +43,7 @@ class OnnxRuntimeRunner(Runner):
             raise FacecvtError(f"onnxruntime cannot load {self.path}: {str(exc).strip().splitlines()[0]}") from exc
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
-        self._output_name = self._session.get_outputs()[0].name
+        self._output_names = [output.name for output in self._session.get_outputs()]
         shape = [_static(d) for d in model_input.shape]
         if len(shape) != 4:
             raise FacecvtError(f"{self.path} takes a {len(shape)}-D input {model_input.shape}; "
@@ -55,15 +55,15 @@ class OnnxRuntimeRunner(Runner):
     def input_shape(self) -> tuple:
         return self._shape
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         if self.nchw:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         try:
-            (embeddings,) = self._session.run([self._output_name], {self._input_name: batch})
+            outputs = self._session.run(self._output_names, {self._input_name: batch})
         except Exception as exc:
             raise FacecvtError(f"onnxruntime failed on {self.path} with a batch of shape {batch.shape}: "
                                f"{str(exc).strip().splitlines()[0]}") from exc
-        return np.asarray(embeddings, dtype=np.float32)
+        return [np.asarray(output, dtype=np.float32) for output in outputs]
 
     def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every node output of an in-memory copy of the model with all of them added as graph outputs."""

@@ -35,12 +35,14 @@ class OpenCVRunner(Runner):
     graph engine: "new", "classic", or "auto" (OpenCV's choice: the new engine, falling back to the
     classic one); None runs `default_engine(path)`. A graph whose input has a fixed batch is run in
     chunks of that batch.
+    `output_names` are the nodes (ONNX: tensors) `forward` returns, in order (default: the graph's
+    sinks, or the ONNX graph's outputs; `to-opencv` records the graph's order for a multi-output net).
     """
 
     backend = "opencv"
 
     def __init__(self, path: str | Path, pbtxt: str | Path | None = None, threads: int | None = None,
-                 engine: str | None = None):
+                 engine: str | None = None, output_names: list | None = None):
         super().__init__(path)
         import cv2
 
@@ -58,6 +60,13 @@ class OpenCVRunner(Runner):
             self.input_name, shape = graph_input(self.path)
             self._input_shape = tuple(None if d is None or d < 0 else d for d in shape) if shape else (None,) * 4
         self.net = read_net(self.path, self.pbtxt, engine)
+        if is_onnx(self.path):  # OpenCV's ONNX importer names layers after the tensors they compute
+            self._output_names = list(output_names or onnx_outputs(self.path))
+            self._layers = list(self._output_names)
+        else:
+            nodes = graph_nodes(self.path)
+            self._output_names = list(output_names or graph_sinks(nodes))
+            self._layers = [opencv_layer(self.net, nodes, name, self.path) for name in self._output_names]
         self._threads_before = cv2.getNumThreads()
         if threads:
             cv2.setNumThreads(int(threads))
@@ -79,24 +88,25 @@ class OpenCVRunner(Runner):
         """The batch size baked into the input, or None when any batch runs in one forward."""
         return self._input_shape[0]
 
-    def _infer(self, chunk: np.ndarray) -> np.ndarray:
+    def _infer(self, chunk: np.ndarray) -> list[np.ndarray]:
         blob = np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))
         import cv2
 
         try:
             self.net.setInput(blob)
-            out = self.net.forward()
+            outputs = self.net.forward(self._layers)
         except cv2.error as error:
             named = _failing_node(str(error))  # layers are created lazily: "Can't create layer ..."
             layer = named if named[0] else locate_failing_layer(self.path, self.pbtxt, blob)
             raise opencv_failure("run", self.path, error, layer=layer) from None
-        if out.ndim == 4:  # NCHW feature map: flatten in TensorFlow's NHWC order
-            out = out.transpose(0, 2, 3, 1)
-        if out.shape[0] != len(chunk):
-            raise FacecvtError(
-                f"OpenCV returned {out.shape[0]} rows for a batch of {len(chunk)} from {self.path}: a Reshape "
-                "in the graph has the batch baked in; convert it with `facecvt to-opencv`")
-        return out
+        if not is_onnx(self.path):  # a TF graph's NCHW feature maps back to TensorFlow's NHWC layout
+            outputs = [out.transpose(0, 2, 3, 1) if out.ndim == 4 else out for out in outputs]
+        for out in outputs:
+            if out.shape[0] != len(chunk):
+                raise FacecvtError(
+                    f"OpenCV returned {out.shape[0]} rows for a batch of {len(chunk)} from {self.path}: a Reshape "
+                    "in the graph has the batch baked in; convert it with `facecvt to-opencv`")
+        return outputs
 
     def activations(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """The output of every layer (`net.forward(names)`), 4-D ones turned from NCHW to NHWC.
@@ -243,6 +253,13 @@ def _captured_stderr():
             capture.text = log.read().decode("utf-8", "replace")
 
 
+def onnx_outputs(path: Path) -> list[str]:
+    """The names of an ONNX model's graph outputs, in order."""
+    import onnx
+
+    return [value.name for value in onnx.load(str(path), load_external_data=False).graph.output]
+
+
 def onnx_input(path: Path) -> tuple[str, tuple]:
     """(name, NHWC shape with None for free dimensions) of an ONNX model's NCHW image input."""
     import onnx
@@ -285,6 +302,52 @@ def graph_input(pb: Path) -> tuple[str | None, tuple | None]:
     usable = [p for p in placeholders if p[2] != 10]  # 10 = DT_BOOL: a training flag
     chosen = next((p for p in usable if p[0] == "input"), usable[0] if usable else None)
     return (chosen[0], chosen[1]) if chosen else (None, None)
+
+
+def graph_nodes(pb: Path) -> dict:
+    """{node name: (op, [input refs])} of every node of the .pb, in file order."""
+    nodes = {}
+    for number, _, node in _fields(memoryview(Path(pb).read_bytes())):
+        if number != 1:  # GraphDef.node
+            continue
+        name, kind, inputs = None, None, []
+        for field, _, value in _fields(node):
+            if field == 1:
+                name = bytes(value).decode()
+            elif field == 2:
+                kind = bytes(value).decode()
+            elif field == 3:
+                inputs.append(bytes(value).decode())
+        nodes[name] = (kind, inputs)
+    return nodes
+
+
+def _node_of(ref: str) -> str:
+    return ref.lstrip("^").split(":")[0]
+
+
+def graph_sinks(nodes: dict) -> list:
+    """The graph's outputs: nodes nothing reads (constants and placeholders aside), in file order."""
+    read = {_node_of(ref) for _, inputs in nodes.values() for ref in inputs}
+    return [name for name, (kind, _) in nodes.items() if name not in read and kind not in ("Const", "Placeholder")]
+
+
+def opencv_layer(net, nodes: dict, name: str) -> str:
+    """The OpenCV layer computing node `name`: OpenCV names a fused layer after its first node
+    (a Conv2D or MatMul that absorbed the BiasAdd the graph calls the output), so the node's
+    data inputs are followed until a layer of that name exists."""
+    layers = set(net.getLayerNames())
+    current = name
+    while current not in layers and current in nodes and nodes[current][1]:
+        current = _node_of(nodes[current][1][0])
+    if current not in layers:
+        raise FacecvtError(f"OpenCV has no layer for output {name!r} of {net_path_hint(nodes)}; "
+                           f"pass the graph's output names (facecvt inspect lists them)")
+    return current
+
+
+def net_path_hint(nodes: dict) -> str:
+    return f"the graph ({len(nodes)} nodes)"
 
 
 def _placeholder(node: memoryview):

@@ -34,7 +34,8 @@ class TensorFlowRunner(Runner):
         self.session = self._session(self.model.graph_def)
         self.feeds = {f"{name}:0": value for name, value in self.model.training_flags.items()}
         self.input_tensor = f"{self.model.input_name}:0"
-        self.output_tensor = f"{self.model.output_name}:0"
+        self._output_names = list(self.model.output_names)
+        self.output_tensors = [f"{name}:0" for name in self._output_names]
         self._clean = clean
         self._clean_session = None
 
@@ -55,8 +56,8 @@ class TensorFlowRunner(Runner):
     def input_shape(self) -> tuple:
         return self.model.input_shape
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_tensor, {self.input_tensor: batch, **self.feeds})
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_tensors, {self.input_tensor: batch, **self.feeds})
 
     @property
     def clean_graph(self):
