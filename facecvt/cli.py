@@ -420,19 +420,23 @@ def engine_option(func):
 
 
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-               json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None, engine=None):
+               json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None, engine=None,
+               model_io=None, sizes=None, output_kinds=()):
     """Run `verify` on the command's arguments, render the report, write the JSON (and HTML); returns the report."""
     from facecvt.core.console import err, out
     from facecvt.validate.report import render, write_json_atomic
-    from facecvt.validate.verify import InputSpec, verify_specs
+    from facecvt.validate.verify import InputSpec, parse_output_kinds, parse_sizes, verify_specs
 
-    inputs = InputSpec(images=images, random=random_count, preprocess=preprocess, batch_size=batch_size)
+    inputs = InputSpec(images=images, random=random_count, preprocess=preprocess, batch_size=batch_size,
+                       sizes=parse_sizes(sizes))
+    kinds = parse_output_kinds(output_kinds)
     bar, update = progress_bar("verifying")
     with bar:
         report = verify_specs(str(reference), [str(c) for c in candidates], inputs, pairs=pairs,
                               tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update,
                               localize=localize, localize_inputs=localize_inputs,
-                              backend_options={"opencv": {"engine": engine}} if engine else None)
+                              backend_options={"opencv": {"engine": engine}} if engine else None,
+                              reference_options=model_io, output_kinds=kinds)
     render(report, out)
     for warning in report.get("warnings", []):
         err.print(f"warning: {warning}")
@@ -466,9 +470,17 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Write a self-contained HTML report with plots (|Δ| histograms, cosines, ROC, error along depth).")
 @engine_option
+@io_options
+@click.option("--sizes", metavar="HxW[,HxW...]",
+              help="Run a model whose input size is free at each size (images resized to each, random inputs "
+                   "drawn at each), e.g. 12x12,48x64,160x120.")
+@click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+              help="What an output holds, to judge it by: prob (max |Δ|), box or landmarks (pixels at the input "
+                   "size), embedding or tensor (cosine). Default from the name (MTCNN's are known). Repeatable.")
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
-                   json_path, localize, localize_inputs, html_path, engine):
+                   json_path, localize, localize_inputs, html_path, engine, input_name, output_name, input_shape, sizes,
+                   output_kinds):
     """Check that each CANDIDATE export computes REFERENCE's embeddings.
 
     REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
@@ -484,7 +496,9 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
     2: bad usage or input.
     """
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
-                        json_path, batch_size, True if localize else None, localize_inputs, html_path, engine)
+                        json_path, batch_size, True if localize else None, localize_inputs, html_path, engine,
+                        {"input_name": input_name, "output_name": output_name, "input_shape": input_shape},
+                        sizes, output_kinds)
     if not report["pass"]:
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
                   if not c["pass"]]

@@ -262,3 +262,109 @@ def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     sq = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * a @ b.T
     return np.maximum(sq, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# several outputs: each compared on its own, judged by what it means
+
+OUTPUT_KINDS = ("embedding", "prob", "box", "landmarks", "tensor")
+# MTCNN's outputs as facenet names them (and as other ports keep them): conv4-2/conv5-2/conv6-2 are
+# box offsets, conv6-3 the five landmarks, prob1 the face probability
+_KIND_PATTERNS = (("prob", ("prob",)), ("box", ("conv4-2", "conv5-2", "conv6-2", "box", "bbox")),
+                  ("landmarks", ("conv6-3", "landmark")))
+
+
+def infer_output_kind(name: str) -> str:
+    """What an output holds, from its name: 'prob', 'box', 'landmarks', 'embedding' or 'tensor'."""
+    lowered = name.lower()
+    for kind, needles in _KIND_PATTERNS:
+        if any(needle in lowered for needle in needles):
+            return kind
+    return "embedding" if "embedding" in lowered else "tensor"
+
+
+@dataclass(frozen=True)
+class OutputTolerances:
+    """Limits for one output of a multi-output model; None disables a check.
+
+    - `rel_atol`: max |Δ| / max |reference| (fp32: 1e-4; an un-normalised head reaches |x| ~ 7, so
+      an absolute 1e-4 would be tighter than fp32 rounding of such values);
+    - `min_cosine`: for vector outputs (embeddings, generic tensors), not for a 4-number box;
+    - `prob_atol`: max |Δ| of a probability (fp16 0.01: measured 1.4e-3 on O-Net and the 61 faces;
+      int8 0.15: full-integer O-Net calibrated on the faces measured 0.104 — its softmax output is
+      quantised in steps of 1/256 after int8 logits — against MTCNN's decision thresholds of 0.6-0.7);
+    - `max_pixels`: max error of a box offset or landmark in pixels at the net's input size (the
+      offsets are fractions of the box, which is the input crop): fp16 0.5 (measured 0.03), int8 2
+      (measured 1.5 px for O-Net's box at 48x48, 0.95 px for its landmarks).
+    """
+
+    rel_atol: float | None = None
+    min_cosine: float | None = None
+    prob_atol: float | None = None
+    max_pixels: float | None = None
+
+    @classmethod
+    def for_output(cls, precision: str, kind: str) -> "OutputTolerances":
+        if precision not in PRECISIONS:
+            raise FacecvtError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        vector = kind in ("embedding", "tensor")
+        if precision == "fp32":
+            return cls(rel_atol=1e-4, min_cosine=0.99999 if vector else None)
+        if precision == "fp16":
+            return cls(min_cosine=0.9995 if vector else None, prob_atol=0.01 if kind == "prob" else None,
+                       max_pixels=0.5 if kind in ("box", "landmarks") else None)
+        return cls(min_cosine=0.99 if vector else None, prob_atol=0.15 if kind == "prob" else None,
+                   max_pixels=2.0 if kind in ("box", "landmarks") else None)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class OutputComparator:
+    """One output of a multi-output model, compared batch by batch (any shape (N, ...))."""
+
+    def __init__(self, name: str, kind: str, tolerances: OutputTolerances, candidate_name: str | None = None):
+        self.name, self.kind, self.tolerances = name, kind, tolerances
+        self.candidate_name = candidate_name or name
+        # a small window: an output map of a free-size net can hold thousands of values per input
+        self.values = EmbeddingComparator(Tolerances(atol=None, min_cosine=None), window_rows=64)
+        self.ref_max = 0.0
+        self.max_pixels = 0.0
+        self.shapes: set = set()
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, input_hw: tuple | None = None) -> None:
+        if ref.shape != cand.shape:
+            raise FacecvtError(f"output {self.name}: the candidate returns shape {cand.shape} but the reference "
+                               f"{ref.shape}; compare exports of the same model")
+        self.shapes.add(tuple(ref.shape[1:]))
+        flat_ref, flat_cand = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
+        self.values.update(flat_ref, flat_cand)
+        finite = np.isfinite(flat_ref)
+        if finite.any():
+            self.ref_max = max(self.ref_max, float(np.abs(flat_ref[finite]).max()))
+        if self.kind in ("box", "landmarks") and input_hw is not None and flat_ref.size:
+            delta = np.abs(flat_cand.astype(np.float64) - flat_ref)
+            self.max_pixels = max(self.max_pixels, float(np.nanmax(delta)) * max(input_hw))
+
+    def result(self) -> dict:
+        measures = self.values.result()
+        max_abs = measures["max_abs"]
+        rel = None if max_abs is None else max_abs / self.ref_max if self.ref_max > 0 else float(max_abs > 0) * math.inf
+        row = {"name": self.name, "candidate_name": self.candidate_name, "kind": self.kind,
+               "shape": [None if len({s[i] for s in self.shapes}) > 1 else d
+                         for i, d in enumerate(next(iter(self.shapes)))] if self.shapes else None,
+               "max_abs": max_abs, "mean_abs": measures["mean_abs"], "p99_abs": measures["p99_abs"],
+               "ref_max_abs": self.ref_max, "rel_max_abs": rel, "min_cosine": measures["min_cosine"],
+               "max_pixels": self.max_pixels if self.kind in ("box", "landmarks") else None,
+               "nonfinite": measures["nonfinite"]}
+        row["shape"] = [None, *row["shape"]] if row["shape"] is not None else None
+        failed = ["nonfinite"] if row["nonfinite"] else []
+        tol = self.tolerances
+        checks = (("rel_max_abs", tol.rel_atol, lambda v, t: v <= t),
+                  ("min_cosine", tol.min_cosine, lambda v, t: v >= t),
+                  ("max_abs", tol.prob_atol, lambda v, t: v <= t),
+                  ("max_pixels", tol.max_pixels, lambda v, t: v <= t))
+        for measure, limit, within in checks:
+            if limit is not None and row[measure] is not None and not within(row[measure], limit):
+                failed.append(measure)
+        return {**row, "tolerances": tol.as_dict(), "pass": not failed, "failed": failed}

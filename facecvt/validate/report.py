@@ -139,6 +139,45 @@ def candidates_table(report: dict) -> Table:
     return table
 
 
+OUTPUT_MEASURES = (("max_abs", "sci"), ("rel_max_abs", "sci"), ("min_cosine", "cos"), ("max_pixels", "px"))
+
+
+def _output_limits(tolerances: dict) -> str:
+    parts = []
+    if tolerances.get("rel_atol") is not None:
+        parts.append(f"|Δ|/max|ref| ≤ {tolerances['rel_atol']:.0e}")
+    if tolerances.get("min_cosine") is not None:
+        parts.append(f"cos ≥ {tolerances['min_cosine']}")
+    if tolerances.get("prob_atol") is not None:
+        parts.append(f"|Δp| ≤ {tolerances['prob_atol']}")
+    if tolerances.get("max_pixels") is not None:
+        parts.append(f"≤ {tolerances['max_pixels']} px")
+    return ", ".join(parts) or "none"
+
+
+def outputs_table(report: dict) -> Table:
+    """A multi-output model: one row per candidate and output, each judged by its own limits."""
+    inputs = report["inputs"]
+    ref = report["reference"]
+    sizes = f", sizes {', '.join('x'.join(map(str, s)) for s in inputs['sizes'])}" if inputs.get("sizes") else ""
+    table = Table(title=escape(f"{ref['backend']} reference {ref['path']} vs candidates, per output "
+                               f"({inputs['count']} inputs from {inputs['source']}{sizes})"), title_justify="left")
+    for name in ("backend", "path", "precision", "output", "kind", "max |Δ|", "|Δ|/max|ref|", "min cosine",
+                 "max px", "limits", "result"):
+        table.add_column(name, justify="right" if "|" in name or name.startswith(("min", "max")) else "left",
+                         overflow="fold" if name in ("path", "output") else "ellipsis")
+    for cand in report["candidates"]:
+        for row in cand.get("outputs", []):
+            failed = set(row.get("failed", []))
+            cells = [Text(_fmt(row.get(m), "fixed" if kind == "px" else kind), style="bold red" if m in failed else "")
+                     for m, kind in OUTPUT_MEASURES]
+            verdict = Text("PASS", style="bold green") if row["pass"] else Text(
+                "FAIL " + ", ".join(row.get("failed", [])), style="bold red")
+            table.add_row(backend_label(cand), Text(cand["path"]), cand.get("precision", ""), Text(row["name"]),
+                          row.get("kind", ""), *cells, _output_limits(row.get("tolerances") or {}), verdict)
+    return table
+
+
 def model_card_table(pairs: dict) -> Table:
     """The pairs "model card": one row per backend (reference first), verification measures as columns."""
     folds = f", {pairs['folds']}-fold accuracy" if pairs.get("folds") else ""
@@ -199,7 +238,8 @@ def _short(text: str, width: int = 32) -> str:
 def render(report: dict, console: Console) -> None:
     """Print the candidates table, the localisation of each localised candidate, the pairs model card
     when present, and the overall verdict."""
-    console.print(candidates_table(report))
+    multi = len(report.get("outputs") or []) > 1
+    console.print(outputs_table(report) if multi else candidates_table(report))
     for candidate in report["candidates"]:
         if candidate.get("localize"):
             console.print(localize_table(candidate))

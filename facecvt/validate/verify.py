@@ -11,9 +11,10 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError, did_you_mean
 from facecvt.validate import metrics, runners
-from facecvt.core.targets import PRECISIONS
+from facecvt.core.targets import PRECISIONS, TARGETS, legal_names
 from facecvt.validate.artifacts import artifact_precision, default_runner_options, quantization_record
-from facecvt.validate.compare import EmbeddingComparator, Tolerances
+from facecvt.validate.compare import (EmbeddingComparator, OutputComparator, OutputTolerances, Tolerances,
+                                      infer_output_kind)
 from facecvt.validate.localize import localize as localize_candidate
 from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
 from facecvt.validate.pairs import Pairs, read_pairs
@@ -36,6 +37,7 @@ class InputSpec:
     seed: int = 0
     batch_size: int = 32
     recursive: bool = False
+    sizes: tuple | None = None  # (H, W) sizes to run a free-size model at (images resized to each)
 
 
 @dataclass
@@ -109,6 +111,46 @@ def _open(backend: str, path: str | Path, options: dict | None = None):
         raise FacecvtError(f"{backend} cannot load {path}: {type(exc).__name__}: {exc}") from exc
 
 
+def _run(runner, batch: np.ndarray) -> list[np.ndarray]:
+    """Every output of `runner` on `batch`; runtime errors become one user-facing line."""
+    try:
+        outputs = runner.run(batch)
+    except FacecvtError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtime errors become one user-facing line
+        raise FacecvtError(f"{runner.describe()} failed on a batch of shape {batch.shape}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    for name, out in zip(runner.output_names, outputs):
+        if out.ndim < 1 or out.shape[0] != batch.shape[0]:
+            raise FacecvtError(f"{runner.describe()} returned shape {out.shape} for output {name} of "
+                               f"{batch.shape[0]} inputs; expected (N, ...)")
+    return outputs
+
+
+def match_outputs(reference_names: list, candidate_names: list, describe: str) -> list[int]:
+    """For each reference output, the index of the candidate's output that holds it.
+
+    Names are matched as exports write them: the same name, the name with a ':0' port, or the
+    name Core ML's sanitiser gives it (core.targets.legal_names); one output each matches by
+    position. Runtimes list outputs in their own order (LiteRT reorders), so never by index alone.
+    """
+    if len(reference_names) == 1 and len(candidate_names) == 1:
+        return [0]
+    legal = legal_names(TARGETS["coreml"], reference_names)
+    index = {}
+    for position, name in enumerate(candidate_names):
+        index.setdefault(name, position)
+        index.setdefault(name.split(":")[0], position)
+    found = []
+    for name in reference_names:
+        position = index.get(name, index.get(legal[name]))
+        if position is None:
+            raise FacecvtError(f"{describe} has no output {name!r} of the reference (its outputs: "
+                               f"{', '.join(candidate_names)}); export with the same --output")
+        found.append(position)
+    return found
+
+
 def _embed(runner, batch: np.ndarray) -> np.ndarray:
     try:
         emb = runner.embed(batch)
@@ -129,7 +171,7 @@ def _batches(inputs: InputSpec, paths, shape_hwc):
         return iter_image_batches(paths, shape_hwc[:2], inputs.preprocess, inputs.batch_size)
     if None in shape_hwc:
         raise FacecvtError(f"the reference takes inputs of any size {shape_hwc} (HWC), so --random cannot "
-                           f"choose one; use --images instead")
+                           f"choose one; give the sizes with --sizes HxW[,HxW...] (or use --images)")
     return random_batches(inputs.random, shape_hwc, inputs.seed, inputs.batch_size)
 
 
@@ -227,8 +269,16 @@ class _Sample:
 
 def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], inputs: InputSpec,
            pairs: Pairs | str | Path | None = None, tolerances: dict | None = None,
-           progress: Progress | None = None, localize: bool | None = None, localize_inputs: int = 4) -> dict:
+           progress: Progress | None = None, localize: bool | None = None, localize_inputs: int = 4,
+           reference_options: dict | None = None, output_kinds: dict | None = None) -> dict:
     """Run every input through the reference and each candidate and return the report dict.
+
+    A reference with several outputs (a detector) has each output of each candidate compared on its
+    own (matched by name, see `match_outputs`), with tolerances by precision and by what the output
+    holds (`output_kinds`: {output: 'prob'|'box'|'landmarks'|'embedding'|'tensor'}, default from
+    its name): the candidate gets an `outputs` list, one row per output. `reference_options` open
+    the reference (input_name, output_name, input_shape for TensorFlow). `inputs.sizes` runs a
+    free-size model at each (H, W).
 
     `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
     (backend, path, precision) or (backend, path, precision, runner options); a missing precision
@@ -253,75 +303,176 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         if isinstance(reference, runners.Runner):  # already open (export reuses its loaded model)
             ref_runner, reference = reference, (reference.backend, reference.path)
         else:
-            ref_runner = stack.enter_context(_open(reference[0], reference[1]))
+            ref_runner = stack.enter_context(_open(reference[0], reference[1], reference_options))
         cand_runners = [stack.enter_context(_open(c.backend, c.path, c.options)) for c in chosen]
         shape_hwc = _image_shape(ref_runner, cand_runners)
-        comparators = [EmbeddingComparator(c.tolerances) for c in chosen]
-        total = len(paths) if paths is not None else inputs.random
-        kept = _PairEmbeddings(pairs, paths, len(chosen) + 1) if pairs is not None else None
-        done = 0
-        for _, batch in _batches(inputs, paths, shape_hwc):
-            sample.add(batch)
-            ref_emb = _embed(ref_runner, batch)
-            embeddings = [ref_emb]
-            for runner, comparator in zip(cand_runners, comparators):
-                emb = _embed(runner, batch)
-                if emb.shape != ref_emb.shape:
-                    raise FacecvtError(f"{runner.describe()} returns {emb.shape[1]}-D embeddings but the reference "
-                                       f"{ref_runner.describe()} returns {ref_emb.shape[1]}-D; compare exports "
-                                       f"of the same model")
-                comparator.update(ref_emb, emb)
-                embeddings.append(emb)
-            if kept is not None:
-                kept.add(embeddings)
-            done += batch.shape[0]
-            if progress is not None:
-                progress(done, total)
-        entries = []
-        for candidate, runner, comparator in zip(chosen, cand_runners, comparators):
-            entry = candidate_entry(candidate.backend, candidate.path, candidate.precision, comparator.result(),
-                                    runner.executed_by)
-            entry["distribution"] = comparator.distribution()
-            if localize or (localize is None and not entry["pass"]):
-                entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision)
-            entries.append(entry)
+        multi = len(ref_runner.output_names) > 1
+        if multi and pairs is not None:
+            raise FacecvtError(f"--pairs compares face embeddings, but {reference[1]} has "
+                               f"{len(ref_runner.output_names)} outputs; choose the embedding with --output NAME")
+        sizes = _sizes(inputs, shape_hwc)
+        if multi:
+            entries = _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, sizes,
+                                      output_kinds, progress, sample)
+            kept = None
+        else:
+            entries, kept = _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, pairs, shape_hwc,
+                                               sizes, progress, sample, localize)
     block = None
     if kept is not None:
         backends = [(reference[0], Path(reference[1]), ref_runner.executed_by)] + [
             (c.backend, c.path, runner.executed_by) for c, runner in zip(chosen, cand_runners)]
         block = _pairs_result(pairs, backends, kept)
-    report = build_report((reference[0], reference[1]), entries, _inputs_block(inputs, paths, pairs, shape_hwc), block)
-    warnings = calibration_overlap(chosen, paths)
-    if warnings:
-        report["warnings"] = warnings
+    block_inputs = _inputs_block(inputs, paths, pairs, shape_hwc)
+    if sizes != [None]:
+        block_inputs["sizes"] = [list(size) for size in sizes]
+    report = build_report((reference[0], reference[1]), entries, block_inputs, block)
+    report["outputs"] = [{"name": name, "shape": shape, "dtype": "float32"}
+                         for name, shape in zip(ref_runner.output_names, _output_shapes(entries, ref_runner))]
     return report
 
 
-def calibration_overlap(candidates, paths) -> list[str]:
-    """A warning per int8 candidate scored on images it was calibrated on, naming them."""
-    from facecvt.core.digests import overlap
+def _output_shapes(entries: list, ref_runner) -> list:
+    """Per reference output, its shape as the comparison saw it (None for a free dimension)."""
+    if entries and entries[0].get("outputs"):
+        return [row["shape"] for row in entries[0]["outputs"]]
+    return [None for _ in ref_runner.output_names]
 
-    warnings = []
-    for candidate in candidates:
-        record = quantization_record(candidate.backend, candidate.path) if paths else None
-        if not record or not record.get("calibration_files"):
-            continue
-        shared = overlap(paths, record["calibration_files"])
-        if shared:
-            names = ", ".join(p.name for p in shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
-            warnings.append(f"{candidate.path.name} was calibrated on {len(shared)} of the {len(paths)} images it "
-                            f"is scored on ({names}): its accuracy is flattered; score it on other faces")
-    return warnings
+
+def _sizes(inputs: InputSpec, shape_hwc) -> list:
+    """[None] (the model's own size) or the (H, W) sizes of --sizes, checked against the model."""
+    if not inputs.sizes:
+        return [None]
+    for h, w in inputs.sizes:
+        for index, (fixed, asked) in enumerate(zip(shape_hwc[:2], (h, w))):
+            if fixed is not None and fixed != asked:
+                raise FacecvtError(f"--sizes {h}x{w}: the models take a fixed {'height' if index == 0 else 'width'} "
+                                   f"of {fixed}; --sizes is for models whose input size is free")
+    return [tuple(size) for size in inputs.sizes]
+
+
+def _size_batches(inputs: InputSpec, paths, shape_hwc, sizes):
+    """(input (H, W), batch) over every size: the whole input stream once per size."""
+    for size in sizes:
+        shape = shape_hwc if size is None else (*size, shape_hwc[2])
+        for _, batch in _batches(inputs, paths, shape):
+            yield shape[:2], batch
+
+
+def _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, pairs, shape_hwc, sizes, progress, sample,
+                       localize):
+    """The single-output path: one embedding comparator per candidate (and the pairs' embeddings)."""
+    comparators = [EmbeddingComparator(c.tolerances) for c in chosen]
+    total = (len(paths) if paths is not None else inputs.random) * len(sizes)
+    kept = _PairEmbeddings(pairs, paths, len(chosen) + 1) if pairs is not None else None
+    done = 0
+    for _, batch in _size_batches(inputs, paths, shape_hwc, sizes):
+        sample.add(batch)
+        ref_emb = _embed(ref_runner, batch)
+        embeddings = [ref_emb]
+        for runner, comparator in zip(cand_runners, comparators):
+            emb = _embed(runner, batch)
+            if emb.shape != ref_emb.shape:
+                raise FacecvtError(f"{runner.describe()} returns {emb.shape[1]}-D embeddings but the reference "
+                                   f"{ref_runner.describe()} returns {ref_emb.shape[1]}-D; compare exports "
+                                   f"of the same model")
+            comparator.update(ref_emb, emb)
+            embeddings.append(emb)
+        dimension = ref_emb.shape[1]
+        if kept is not None:
+            kept.add(embeddings)
+        done += batch.shape[0]
+        if progress is not None:
+            progress(done, total)
+    entries = []
+    for candidate, runner, comparator in zip(chosen, cand_runners, comparators):
+        entry = candidate_entry(candidate.backend, candidate.path, candidate.precision, comparator.result(),
+                                runner.executed_by)
+        entry["distribution"] = comparator.distribution()
+        entry["dimension"] = dimension
+        entry["outputs"] = [_embedding_row(ref_runner, runner, entry)]
+        if localize or (localize is None and not entry["pass"]):
+            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision)
+        entries.append(entry)
+    return entries, kept
+
+
+def _embedding_row(ref_runner, runner, entry: dict) -> dict:
+    """The one `outputs` row of an embedding model: the candidate's own measures, under the output's name."""
+    dims = [None, entry.get("dimension")] if entry.get("dimension") else None
+    return {"name": ref_runner.output_names[0], "candidate_name": runner.output_names[0], "kind": "embedding",
+            "shape": dims, **{k: entry.get(k) for k in ("max_abs", "mean_abs", "p99_abs", "min_cosine")},
+            "tolerances": entry.get("tolerances"), "pass": entry["pass"], "failed": entry["failed"]}
+
+
+def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, sizes, output_kinds, progress,
+                    sample):
+    """Several outputs: each output of each candidate compared on its own, judged by its kind."""
+    names = ref_runner.output_names
+    kinds = [(output_kinds or {}).get(name) or infer_output_kind(name) for name in names]
+    orders = [match_outputs(names, runner.output_names, runner.describe()) for runner in cand_runners]
+    comparators = [[OutputComparator(name, kind, OutputTolerances.for_output(c.precision, kind),
+                                     runner.output_names[index])
+                    for name, kind, index in zip(names, kinds, order)]
+                   for c, runner, order in zip(chosen, cand_runners, orders)]
+    total = (len(paths) if paths is not None else inputs.random) * len(sizes)
+    done = 0
+    for size_hw, batch in _size_batches(inputs, paths, shape_hwc, sizes):
+        reference = _run(ref_runner, batch)
+        for runner, order, outputs in zip(cand_runners, orders, comparators):
+            got = _run(runner, batch)
+            for comparator, ref, index in zip(outputs, reference, order):
+                comparator.update(ref, got[index], size_hw)
+        done += batch.shape[0]
+        if progress is not None:
+            progress(done, total)
+    entries = []
+    for candidate, runner, outputs in zip(chosen, cand_runners, comparators):
+        rows = [comparator.result() for comparator in outputs]
+        failed = [f"{row['name']}: {measure}" for row in rows for measure in row["failed"]]
+        entry = candidate_entry(candidate.backend, candidate.path, candidate.precision,
+                                {"count": outputs[0].values.count, "pass": not failed, "failed": failed,
+                                 "outputs": rows}, runner.executed_by)
+        entries.append(entry)
+    return entries
+
+
+def parse_sizes(text: str | None) -> tuple | None:
+    """--sizes '12x12,48x64' -> ((12, 12), (48, 64)) as (H, W)."""
+    if not text:
+        return None
+    sizes = []
+    for item in text.split(","):
+        h, sep, w = item.strip().lower().partition("x")
+        if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+            raise FacecvtError(f"--sizes {text!r}: write HxW[,HxW...] with positive numbers, e.g. 12x12,48x64")
+        sizes.append((int(h), int(w)))
+    return tuple(sizes)
+
+
+def parse_output_kinds(items) -> dict:
+    """--output-kind NAME=KIND (repeatable) -> {NAME: KIND}."""
+    from facecvt.validate.compare import OUTPUT_KINDS
+
+    kinds = {}
+    for item in items or ():
+        name, sep, kind = item.partition("=")
+        if not sep or kind not in OUTPUT_KINDS:
+            raise FacecvtError(f"--output-kind {item!r}: write NAME=KIND with KIND one of {', '.join(OUTPUT_KINDS)}")
+        kinds[name.strip()] = kind
+    return kinds
 
 
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
                  tolerances: dict | None = None, progress: Progress | None = None, localize: bool | None = None,
-                 localize_inputs: int = 4, backend_options: dict | None = None) -> dict:
+                 localize_inputs: int = 4, backend_options: dict | None = None,
+                 reference_options: dict | None = None, output_kinds: dict | None = None) -> dict:
     """`verify` on command-line specs: REFERENCE and CANDIDATE are PATH or BACKEND=PATH.
 
     Every argument is checked (one input source, every path exists) before a runtime is loaded.
     `backend_options` adds runner options per backend (`{"opencv": {"engine": "classic"}}`) to the
-    options a candidate is opened with as users open it.
+    options a candidate is opened with as users open it; `reference_options` open a TensorFlow
+    reference (input_name, output_name, input_shape); `output_kinds` see `verify`.
     """
     if inputs.images is None and inputs.random is None and pairs is None:
         raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
@@ -336,5 +487,10 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
             raise FacecvtError(f"{path} does not exist")
     extra = backend_options or {}
     parsed = [(b, p, None, {**default_runner_options(b, p), **extra[b]}) if b in extra else (b, p) for b, p in parsed]
+    options = {k: v for k, v in (reference_options or {}).items() if v}
+    if options and ref_backend != "tensorflow":
+        raise FacecvtError(f"--input/--output/--input-shape choose tensors of a TensorFlow reference; "
+                           f"{ref_path} is run by {ref_backend}")
     return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress,
-                  localize=localize, localize_inputs=localize_inputs)
+                  localize=localize, localize_inputs=localize_inputs, reference_options=options,
+                  output_kinds=output_kinds)

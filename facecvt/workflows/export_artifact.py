@@ -46,36 +46,66 @@ def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: boo
                         details={**details, "runner_options": _published(runner_options, tmps, finals)})
 
 
-def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: dict) -> dict:
-    """Open the artifact in its runtime and embed a batch of 2 random inputs (1 if the batch is fixed).
+# A model whose height and width are free is load-checked at two sizes (P-Net needs at least 12x12).
+FREE_SIZE_CHECKS = ((24, 24), (40, 32))
 
-    With runner options (sibling files), it is opened both with and without them, and the two must
-    agree: a mis-built sibling (OpenCV's text graph) shows as a difference.
+
+def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: dict) -> dict:
+    """Open the artifact in its runtime and run a batch of 2 random inputs (1 if the batch is fixed),
+    at the model's size, or at two sizes when its height and width are free.
+
+    Every output must come back finite with the shape the graph gives it. With runner options
+    (sibling files), it is opened both with and without them, and the two must agree: a mis-built
+    sibling (OpenCV's text graph) shows as a difference.
     """
     batch = frozen.batch or 2
-    h, w = frozen.image_size
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, h, w, frozen.input_shape[3])).astype(np.float32)
+    sizes = FREE_SIZE_CHECKS if frozen.free_size else (frozen.image_size,)
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(-1, 1, (batch, h, w, frozen.input_shape[3])).astype(np.float32) for h, w in sizes]
     with runner_class(backend)(path, **runner_options) as runner:
-        y = runner.embed(x)
-    if y.shape != (batch, frozen.embedding_size) or not np.all(np.isfinite(y)):
-        raise FacecvtError(
-            f"the {backend} artifact loads but returns {y.shape} "
-            f"(finite: {bool(np.all(np.isfinite(y)))}), expected ({batch}, {frozen.embedding_size})")
-    norms = np.linalg.norm(y, axis=1)
-    checks = {"load_check": f"{backend} ran batch {batch} -> {tuple(y.shape)}",
-              "output_l2_norms": [round(float(norms.min()), 6), round(float(norms.max()), 6)],
-              # measured on the artifact's own outputs, not assumed: unit vectors to 1e-3
-              "l2_normalized": bool(np.all(np.abs(norms - 1.0) <= L2_NORM_TOLERANCE))}
+        results = [runner.run(x) for x in inputs]
+    for ys in results:
+        _check_outputs(backend, ys, frozen, batch)
+    ran = "; ".join(f"{'x'.join(map(str, x.shape[1:3]))} -> " + ", ".join(str(tuple(y.shape)) for y in ys)
+                    for x, ys in zip(inputs, results))
+    checks = {"load_check": f"{backend} ran batch {batch}: {ran}"}
+    if not frozen.multi_output:
+        y = results[0][0].reshape(batch, -1)
+        norms = np.linalg.norm(y, axis=1)
+        checks.update(output_l2_norms=[round(float(norms.min()), 6), round(float(norms.max()), 6)],
+                      # measured on the artifact's own outputs, not assumed: unit vectors to 1e-3
+                      l2_normalized=bool(np.all(np.abs(norms - 1.0) <= L2_NORM_TOLERANCE)))
     if runner_options:
-        with runner_class(backend)(path) as alone:
-            diff = float(np.max(np.abs(alone.embed(x) - y)))
-        used = ", ".join(Path(v).name for v in runner_options.values())
+        alone_options = {k: v for k, v in runner_options.items() if k == "output_names"}
+        with runner_class(backend)(path, **alone_options) as alone:
+            diff = max(float(np.max(np.abs(a - y), initial=0.0))
+                       for x, ys in zip(inputs, results) for a, y in zip(alone.run(x), ys))
+        used = ", ".join(Path(v).name for k, v in runner_options.items() if k != "output_names")
         if not diff <= SIBLING_ATOL:
             raise FacecvtError(
                 f"{backend} computes {Path(path).name} with {used} differently from {Path(path).name} alone "
                 f"(max |diff| {diff:.2e} > {SIBLING_ATOL}); this is a facecvt bug, please report it")
-        checks["sibling_check"] = f"{backend} agrees with and without {used} (max |diff| {diff:.1e})"
+        if used:
+            checks["sibling_check"] = f"{backend} agrees with and without {used} (max |diff| {diff:.1e})"
     return checks
+
+
+def _check_outputs(backend: str, outputs: list, frozen: FrozenGraph, batch: int) -> None:
+    """Every output present, finite, batch rows first, and of the graph's shape where it is known."""
+    if len(outputs) != len(frozen.output_names):
+        raise FacecvtError(f"the {backend} artifact loads but returns {len(outputs)} outputs, expected "
+                           f"{len(frozen.output_names)} ({', '.join(frozen.output_names)})")
+    for name, y in zip(frozen.output_names, outputs):
+        expected = frozen.output_shapes.get(name)
+        if not frozen.multi_output and frozen.embedding_size:
+            expected, y = (batch, frozen.embedding_size), y.reshape(len(y), -1)
+        shape_ok = expected is None or (len(expected) == y.ndim and all(
+            e is None or e == g for e, g in zip((batch, *expected[1:]), y.shape)))
+        if not shape_ok or not np.all(np.isfinite(y)):
+            want = "?" if expected is None else tuple(batch if i == 0 else e for i, e in enumerate(expected))
+            raise FacecvtError(
+                f"the {backend} artifact loads but returns {tuple(y.shape)} for {name} "
+                f"(finite: {bool(np.all(np.isfinite(y)))}), expected {want}")
 
 
 def _published(runner_options: dict, tmps: list, finals: list) -> dict:

@@ -23,13 +23,13 @@ class TensorFlowRunner(Runner):
     backend = "tensorflow"
 
     def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None,
-                 clean=None, signature=None, custom_objects=None):
+                 clean=None, signature=None, custom_objects=None, input_shape=None):
         super().__init__(path)
         from facecvt.core.model import load_model
 
         self.model = model or load_model(path, input_name=input_name, output_name=output_name,
                                           set_values=set_values, signature=signature,
-                                          custom_objects=custom_objects)
+                                          custom_objects=custom_objects, input_shape=input_shape)
         self._threads = threads
         self.session = self._session(self.model.graph_def)
         self.feeds = {f"{name}:0": value for name, value in self.model.training_flags.items()}
