@@ -529,8 +529,11 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How an ONNX int8 export calibrates its activation ranges.")
 @debug_option
+@click.option("--sizes", metavar="HxW[,HxW...]",
+              help="Sizes to verify a model whose input size is free at (default 24x24,48x64).")
 def export_command(model, out, targets, precisions, images, pairs, preprocess, workers, input_name, output_name,
-                   set_values, batch, signature, custom_objects, force, json_path, cpu, calibration_method):
+                   input_shape, set_values, batch, signature, custom_objects, force, json_path, cpu, calibration_method,
+                   sizes):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
@@ -540,9 +543,11 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
     from facecvt.core.console import err, out as console
     from facecvt.validate.report import render, write_json_atomic
 
+    from facecvt.validate.verify import parse_sizes
+
     spec = BundleSpec(targets=parse_targets(targets), precisions=parse_precisions(precisions), images=images,
                       pairs=pairs, preprocess=preprocess, workers=workers, cpu=cpu,
-                      calibration_method=calibration_method)
+                      calibration_method=calibration_method, sizes=parse_sizes(sizes))
     check_destination(out, force)
     if images is not None:
         from facecvt.core.images import list_images
@@ -550,7 +555,8 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
         list_images(images)
     started = time.perf_counter()
     start_early()  # the converter workers' process server imports TensorFlow while this one loads and freezes
-    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects)
+    loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects,
+                                     input_shape)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
                                         progress=lambda m: err.print(f"[dim]{m}[/]"))

@@ -88,6 +88,10 @@ def _candidates_table(report: dict) -> str:
         rows.append([_e(c["backend"]), f"<code>{_e(c['path'])}</code>", _e(c.get("precision", "")),
                      _num(c.get("max_abs")), _num(c.get("mean_abs")), _num(c.get("p99_abs")),
                      _num(c.get("min_cosine"), "cos"), _verdict(c["pass"]) + (f" ({_e(failed)})" if failed else "")])
+        for row in c.get("outputs", []) if len(c.get("outputs", [])) > 1 else []:  # a detector: one row per output
+            rows.append(["", f"output <code>{_e(row['name'])}</code> ({_e(row.get('kind', ''))})", "",
+                         _num(row.get("max_abs")), _num(row.get("mean_abs")), _num(row.get("p99_abs")),
+                         _num(row.get("min_cosine"), "cos"), _verdict(row["pass"])])
     return "<h2>Candidates</h2>" + _table(
         ["backend", "path", "precision", "max |Δ|", "mean |Δ|", "p99 |Δ|", "min cosine", "result"], rows,
         "candidates")

@@ -30,6 +30,11 @@ class BundleSpec:
     cpu: str | None = None               # ONNX int8: the CPU profile (None: this machine's)
     calibration_method: str = "minmax"   # ONNX int8
     workers: int | None = None  # converter processes at once (default: one per core)
+    sizes: tuple | None = None  # (H, W) sizes to verify a free-size model at
+
+
+# A free-size model (a fully convolutional detector) is verified at these sizes unless told otherwise.
+DEFAULT_FREE_SIZES = ((24, 24), (48, 64))
 
 
 def parse_targets(text: str) -> tuple:
@@ -115,7 +120,9 @@ def plan_jobs(stem: str, frozen, out_dir: Path, spec: BundleSpec) -> list:
             if precision == "int8":
                 if spec.images is None:
                     raise FacecvtError(f"{target} int8 needs calibration images: pass --images DIR")
-                options["calibration"] = CalibrationImages(spec.images, spec.preprocess).at_size(frozen.image_size)
+                calibration = CalibrationImages(spec.images, spec.preprocess)
+                # a free-size model calibrates on the images at their own size (one size per batch)
+                options["calibration"] = calibration if frozen.free_size else calibration.at_size(frozen.image_size)
                 if target == "onnx":
                     options.update(cpu=spec.cpu, calibration_method=spec.calibration_method)
             jobs.append(Job(target, precision, out_dir / _artifact_name(stem, target, precision), options))
@@ -138,7 +145,8 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     stem = model.path.stem if model.path.is_file() else model.path.name
     jobs = plan_jobs(stem, frozen, out_dir, spec)
     inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
-                       preprocess=spec.preprocess)
+                       preprocess=spec.preprocess,
+                       sizes=spec.sizes or (DEFAULT_FREE_SIZES if frozen.free_size else None))
     workers = worker_count(len(jobs), spec.workers)
     progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()
@@ -153,8 +161,8 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
                 check_started = time.perf_counter()
                 check = verifier.check(job, results[job].backend, results[job].path, job.precision)
                 verdict = "PASS" if check["pass"] else "FAIL " + ", ".join(check.get("failed", []))
-                progress(f"  verified {job.label}: max |Δ| {check['max_abs']:.1e}, min cosine "
-                         f"{check['min_cosine']:.6f}: {verdict} ({time.perf_counter() - check_started:.1f} s)")
+                progress(f"  verified {job.label}: {_measures(check)}: {verdict} "
+                         f"({time.perf_counter() - check_started:.1f} s)")
     report = verifier.report(jobs)
     progress(f"  {len(jobs)} artifacts written and verified on {report['inputs']['count']} inputs in "
              f"{time.perf_counter() - started:.1f} s")
@@ -170,12 +178,12 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
             "input": {"name": frozen.input_name, "layout": TARGETS[target].layout, "dtype": "float32",
                       "shape": _shape_in_layout(frozen.input_shape, TARGETS[target].layout)},
             "preprocessing": _preprocessing(spec.preprocess),
-            "output": {"name": frozen.output_name, "embedding_size": frozen.embedding_size, "l2_normalized": result.details["l2_normalized"]},
+            **_outputs_block(frozen, target, result.details),
             "conversion_seconds": round(seconds, 2),
             "details": {k: v for k, v in result.details.items()
-                        if k not in ("load_check", "runner_options", "l2_normalized")},
+                        if k not in ("load_check", "runner_options", "l2_normalized", "names")},
             "verify": {k: check[k] for k in ("executed_by", "pass", "failed", "max_abs", "mean_abs", "p99_abs", "min_cosine",
-                                             "max_dist_change", "tolerances") if k in check},
+                                             "max_dist_change", "tolerances", "outputs") if k in check},
         })
     manifest = {
         "facecvt": __version__,
@@ -183,6 +191,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
         "source": {"path": str(model.path), "kind": model.kind, "sha256": sha256(model.path)},
         "versions": versions(),
         "inputs": report["inputs"],
+        "outputs": report["outputs"],
         "pass": report["pass"],
         "artifacts": artifacts,
     }
@@ -190,6 +199,29 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
         manifest["pairs"] = report["pairs"]
         manifest["distance_threshold"] = report["pairs"].get("reference_threshold")
     return manifest, report
+
+
+def _measures(check: dict) -> str:
+    """The headline measures of one verified artifact, for the progress line."""
+    if check.get("max_abs") is not None:
+        return f"max |Δ| {check['max_abs']:.1e}, min cosine {check['min_cosine']:.6f}"
+    return ", ".join(f"{row['name']} max |Δ| {row['max_abs']:.1e}" for row in check.get("outputs", []))
+
+
+def _outputs_block(frozen, target: str, details: dict) -> dict:
+    """The artifact's outputs: `output` (the embedding's name and size, single-output models),
+    `outputs` (every output: its name in the export, the graph's name, shape, dtype) and `names`
+    (export-side name -> the graph's name, for every input and output; Core ML renames them)."""
+    names = details.get("names") or {n: n for n in (frozen.input_name, *frozen.output_names)}
+    exported = {original: name for name, original in names.items()}
+    block = {"outputs": [{"name": exported.get(name, name), "original_name": name, "dtype": "float32",
+                          "shape": list(frozen.output_shapes[name]) if frozen.output_shapes.get(name) else None}
+                         for name in frozen.output_names],
+             "names": names}
+    if not frozen.multi_output:
+        block["output"] = {"name": frozen.output_name, "embedding_size": frozen.embedding_size,
+                           "l2_normalized": details.get("l2_normalized")}
+    return block
 
 
 def _shape_in_layout(shape_nhwc, layout: str) -> list:

@@ -55,6 +55,19 @@ let embeddings = try model.prediction(from: features).featureValue(for: "{output
 }
 
 
+def _outputs_table(manifest: dict) -> list:
+    """A row per artifact and output: how far it is from TensorFlow, by the measure its kind is judged by."""
+    lines = ["| file | target | precision | output | max abs diff | diff / max ref | max px | result |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    for a in manifest["artifacts"]:
+        for row in a["verify"].get("outputs", []):
+            lines.append(f"| `{a['files'][0]['file']}` | {a['target']} | {a['precision']} | `{row['name']}` | "
+                         f"{fmt(row.get('max_abs'), '.2e')} | {fmt(row.get('rel_max_abs'), '.2e')} | "
+                         f"{fmt(row.get('max_pixels'), '.3f')} | {'pass' if row['pass'] else 'FAIL'} |")
+    return lines
+
+
 def bundle_readme(manifest: dict) -> str:
     lines = [f"# Export bundle of `{manifest['source']['path']}`", "",
              f"Made by facecvt {manifest['facecvt']}; every artifact below was verified against the original "
@@ -63,14 +76,23 @@ def bundle_readme(manifest: dict) -> str:
     if manifest.get("distance_threshold") is not None:
         lines += [f"Same person when the squared L2 distance of two embeddings is below "
                   f"**{manifest['distance_threshold']:.4f}** (the threshold separating the verification pairs).", ""]
-    lines += ["| file | target | precision | max abs diff | min cosine |", "|---|---|---|---|---|"]
-    for a in manifest["artifacts"]:
-        lines.append(f"| `{a['files'][0]['file']}` | {a['target']} | {a['precision']} | "
-                     f"{a['verify'].get('max_abs', float('nan')):.2e} | {a['verify'].get('min_cosine', float('nan')):.6f} |")
+    if len(manifest.get("outputs") or []) > 1:
+        lines += _outputs_table(manifest)
+    else:
+        lines += ["| file | target | precision | max abs diff | min cosine |", "|---|---|---|---|---|"]
+        for a in manifest["artifacts"]:
+            lines.append(f"| `{a['files'][0]['file']}` | {a['target']} | {a['precision']} | "
+                         f"{a['verify'].get('max_abs', float('nan')):.2e} | "
+                         f"{a['verify'].get('min_cosine', float('nan')):.6f} |")
     for a in manifest["artifacts"]:
         n, h, w, c = a["input"]["shape"] if a["input"]["layout"] == "NHWC" else (
             a["input"]["shape"][0], a["input"]["shape"][2], a["input"]["shape"][3], a["input"]["shape"][1])
         files = [f["file"] for f in a["files"]]
+        if "output" not in a:  # several outputs: the names table says what each is called
+            lines += ["", f"## {a['target']} ({a['precision']}): `{files[0]}`", "",
+                      "outputs (name in this file -> the graph's name): "
+                      + ", ".join(f"`{o['name']}` -> `{o['original_name']}`" for o in a["outputs"])]
+            continue
         snippet = SNIPPETS[a["target"]].format(file=files[0], sibling=files[1] if len(files) > 1 else "",
                                                h=h, w=w, d=a["output"]["embedding_size"],
                                                input=a["input"]["name"], output=a["output"]["name"])

@@ -16,7 +16,7 @@ from facecvt.validate.runners.base import Runner
 
 
 class RememberingReference(Runner):
-    """The reference runner, its embeddings kept per input batch (keyed by the batch's bytes)."""
+    """The reference runner, its outputs kept per input batch (keyed by the batch's bytes)."""
 
     def __init__(self, runner: Runner):
         super().__init__(runner.path)
@@ -28,10 +28,14 @@ class RememberingReference(Runner):
     def input_shape(self) -> tuple:
         return self._runner.input_shape
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def output_names(self) -> list[str]:
+        return self._runner.output_names
+
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         key = hashlib.blake2b(np.ascontiguousarray(batch).tobytes(), digest_size=16).digest()
         if key not in self._seen:
-            self._seen[key] = self._runner.embed(batch)
+            self._seen[key] = self._runner.run(batch)
         return self._seen[key]
 
     def activations(self, batch: np.ndarray) -> dict:
@@ -84,6 +88,7 @@ def merge_reports(reports: list) -> dict:
         pairs = {**first["pairs"], "results": rows}
     reference = (first["reference"]["backend"], first["reference"]["path"])
     report = build_report(reference, [c for r in reports for c in r["candidates"]], first["inputs"], pairs)
+    report["outputs"] = first["outputs"]
     warnings = [w for r in reports for w in r.get("warnings", [])]
     if warnings:
         report["warnings"] = warnings

@@ -40,13 +40,14 @@ class Runner(abc.ABC):
     @property
     def output_names(self) -> list[str]:
         """The model's outputs as its runtime names them, in the order `run` returns them."""
-        return list(self._output_names)
+        return list(self._output_names) or ["output"]
 
-    _output_names: list = []
+    _output_names: list = []  # set by a backend from its model; empty for a runner of one unnamed output
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output (in `output_names` order) for one NHWC float32 chunk of the size `run` chose."""
+        """Every output (in `output_names` order) for one NHWC float32 chunk of the size `run` chose
+        (a runner of a single-output model may return the one array itself)."""
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model for an NHWC float32 batch: float32 arrays (N, ...)."""
@@ -59,7 +60,9 @@ class Runner(abc.ABC):
             count = len(chunk)
             if fixed and count < fixed:
                 chunk = np.concatenate([chunk, np.zeros((fixed - count, *chunk.shape[1:]), np.float32)])
-            chunks.append([np.asarray(out)[:count] for out in self._infer(chunk)])
+            outputs = self._infer(chunk)
+            outputs = [outputs] if isinstance(outputs, np.ndarray) else outputs
+            chunks.append([np.asarray(out)[:count] for out in outputs])
         if not chunks:
             return [np.zeros((0, 0), np.float32) for _ in self.output_names]
         return [np.concatenate(parts).astype(np.float32, copy=False) for parts in zip(*chunks)]
