@@ -185,6 +185,9 @@ class EmbeddingComparator:
         self.cosines.append(cosines)
 
     def _update_distances(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        if self.window_ref is not None and self.window_ref.shape[1] != ref.shape[1]:
+            # another input size (verify --sizes): distances compare inputs of one size only
+            self.window_ref = self.window_cand = None
         change = np.abs(squared_distances(ref, ref) - squared_distances(cand, cand))
         n = ref.shape[0]
         self.dist_pairs += n * (n - 1) // 2
@@ -294,8 +297,9 @@ class OutputTolerances:
       int8 0.15: full-integer O-Net calibrated on the faces measured 0.104 — its softmax output is
       quantised in steps of 1/256 after int8 logits — against MTCNN's decision thresholds of 0.6-0.7);
     - `max_pixels`: max error of a box offset or landmark in pixels at the net's input size (the
-      offsets are fractions of the box, which is the input crop): fp16 0.5 (measured 0.03), int8 2
-      (measured 1.5 px for O-Net's box at 48x48, 0.95 px for its landmarks).
+      offsets are fractions of the box: the input crop of R-/O-Net, the 12x12 cell window of P-Net):
+      fp16 0.5 (measured 0.03), int8 2 (measured 1.5 px for O-Net's box at 48x48, 0.95 px for its
+      landmarks).
     """
 
     rel_atol: float | None = None
@@ -329,8 +333,9 @@ class OutputComparator:
         # a small window: an output map of a free-size net can hold thousands of values per input
         self.values = EmbeddingComparator(Tolerances(atol=None, min_cosine=None), window_rows=64)
         self.ref_max = 0.0
-        self.max_pixels = 0.0
+        self.max_offset = 0.0  # max |Δ| of a box/landmark output, in fractions of its window
         self.shapes: set = set()
+        self.sizes: dict = {}  # input (H, W) -> output shape (N dropped): the window of a map output
 
     def update(self, ref: np.ndarray, cand: np.ndarray, input_hw: tuple | None = None) -> None:
         if ref.shape != cand.shape:
@@ -342,9 +347,29 @@ class OutputComparator:
         finite = np.isfinite(flat_ref)
         if finite.any():
             self.ref_max = max(self.ref_max, float(np.abs(flat_ref[finite]).max()))
-        if self.kind in ("box", "landmarks") and input_hw is not None and flat_ref.size:
+        if self.kind in ("box", "landmarks") and flat_ref.size:
             delta = np.abs(flat_cand.astype(np.float64) - flat_ref)
-            self.max_pixels = max(self.max_pixels, float(np.nanmax(delta)) * max(input_hw))
+            self.max_offset = max(self.max_offset, float(np.nanmax(delta)))
+            if input_hw is not None:
+                self.sizes[tuple(input_hw)] = tuple(ref.shape[1:])
+
+    def window(self) -> float | None:
+        """Pixels one unit of a box/landmark offset spans: the input crop for a vector output (R-/O-Net),
+        the window of one cell for a map output (P-Net: the input size that gives a 1x1 map, from
+        the sizes seen: a 1x1 map at size H, or two sizes giving the stride); None if not known."""
+        if not self.sizes:
+            return None
+        if all(len(shape) == 1 for shape in self.sizes.values()):
+            return float(max(max(hw) for hw in self.sizes))
+        for (h, _), shape in self.sizes.items():
+            if shape[0] == 1:
+                return float(h)
+        seen = sorted((h, shape[0]) for (h, _), shape in self.sizes.items())
+        for (h1, o1), (h2, o2) in zip(seen, seen[1:]):
+            if o2 != o1:
+                stride = (h2 - h1) / (o2 - o1)
+                return float(h1 - (o1 - 1) * stride)
+        return None
 
     def result(self) -> dict:
         measures = self.values.result()
@@ -355,7 +380,8 @@ class OutputComparator:
                          for i, d in enumerate(next(iter(self.shapes)))] if self.shapes else None,
                "max_abs": max_abs, "mean_abs": measures["mean_abs"], "p99_abs": measures["p99_abs"],
                "ref_max_abs": self.ref_max, "rel_max_abs": rel, "min_cosine": measures["min_cosine"],
-               "max_pixels": self.max_pixels if self.kind in ("box", "landmarks") else None,
+               "max_pixels": (self.max_offset * self.window() if self.kind in ("box", "landmarks") and self.window()
+                              else None),
                "nonfinite": measures["nonfinite"]}
         row["shape"] = [None, *row["shape"]] if row["shape"] is not None else None
         failed = ["nonfinite"] if row["nonfinite"] else []
