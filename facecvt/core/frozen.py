@@ -41,6 +41,12 @@ class FrozenGraph:
         """True when the input's height or width is free (any size runs)."""
         return self.input_shape[1] is None or self.input_shape[2] is None
 
+    def sizes_to_run(self, free_sizes) -> list[tuple[int, int]]:
+        """(H, W) sizes to run the model at: `free_sizes` with the fixed dimension kept where only
+        one of height and width is free (duplicates dropped)."""
+        height, width = self.input_shape[1:3]
+        return list(dict.fromkeys((height or h, width or w) for h, w in free_sizes))
+
     @property
     def multi_output(self) -> bool:
         return len(self.output_names) > 1

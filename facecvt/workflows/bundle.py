@@ -146,7 +146,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     jobs = plan_jobs(stem, frozen, out_dir, spec)
     inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
                        preprocess=spec.preprocess,
-                       sizes=spec.sizes or (DEFAULT_FREE_SIZES if frozen.free_size else None))
+                       sizes=spec.sizes or (frozen.sizes_to_run(DEFAULT_FREE_SIZES) if frozen.free_size else None))
     workers = worker_count(len(jobs), spec.workers)
     progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()

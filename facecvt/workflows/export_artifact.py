@@ -59,7 +59,7 @@ def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: di
     sibling (OpenCV's text graph) shows as a difference.
     """
     batch = frozen.batch or 2
-    sizes = FREE_SIZE_CHECKS if frozen.free_size else (frozen.image_size,)
+    sizes = frozen.sizes_to_run(FREE_SIZE_CHECKS) if frozen.free_size else (frozen.image_size,)
     rng = np.random.default_rng(0)
     inputs = [rng.uniform(-1, 1, (batch, h, w, frozen.input_shape[3])).astype(np.float32) for h, w in sizes]
     with runner_class(backend)(path, **runner_options) as runner:
