@@ -578,9 +578,11 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
 @click.option("--threads", type=int, help="Threads per runtime (default: each runtime's own).")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per batch size.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the results as JSON.")
+@click.option("--sizes", metavar="HxW[,HxW...]",
+              help="Input sizes to time a model whose input size is free at (e.g. 12x12,48x64,160x120).")
 @engine_option
 @debug_option
-def bench_command(artifacts, batches, threads, repeats, json_path, engine):
+def bench_command(artifacts, batches, threads, repeats, json_path, sizes, engine):
     """Median and p90 latency and images/s of each ARTIFACT (BACKEND=PATH or PATH, as in verify; use
     tensorflow=MODEL.pb for the TensorFlow reference), warm-up excluded, all in one run so ratios are fair."""
     from facecvt.workflows.bench import bench, bench_table
@@ -593,8 +595,10 @@ def bench_command(artifacts, batches, threads, repeats, json_path, engine):
             raise FacecvtError(f"{path} does not exist")
     if any(b < 1 for b in batches) or repeats < 1:
         raise FacecvtError("--batch and --repeats must be at least 1")
+    from facecvt.validate.verify import parse_sizes
+
     report = bench(parsed, batches or (1, 8), threads, repeats, progress=lambda m: err.print(f"[dim]timing {m}[/]"),
-                   engine=engine)
+                   engine=engine, sizes=parse_sizes(sizes))
     out.print(bench_table(report))
     if report["note"]:
         out.print(report["note"])

@@ -319,3 +319,58 @@ def test_output_tolerances_follow_what_the_output_means():
     big = np.full((2, 8), 7.0, np.float32)
     head.update(big, big + 3e-4, None)  # |Δ| 3e-4 on values of 7: within 1e-4 relative
     assert head.result()["pass"]
+
+
+ALL_PRECISIONS = ("--precision", "tflite=fp32,fp16,int8", "--precision", "coreml=fp32,fp16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", ["rnet", "onet"])
+def test_rnet_and_onet_export_to_every_target_and_precision_and_verify_per_output(net, mtcnn_dir, tmp_path):
+    """opencv, onnx, tflite fp32/fp16/int8 (calibrated on the faces), coreml fp32/fp16: every output of
+    every artifact within its tolerance on the 61 shared faces (int8 by probability and pixels)."""
+    faces = require_shared(faces_folder())
+    out = tmp_path / "bundle"
+    result = invoke("export", mtcnn_dir / f"{net}.pb", "-o", out, "--images", faces, *ALL_PRECISIONS)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["artifacts"]) == 7 and manifest["pass"]
+    for artifact in manifest["artifacts"]:
+        rows = artifact["verify"]["outputs"]
+        assert [r["name"] for r in rows] == OUTPUTS[net] and all(r["pass"] for r in rows), artifact["target"]
+
+
+@pytest.mark.slow
+def test_pnet_exports_verify_per_output_at_three_sizes_on_the_faces(mtcnn_dir, tmp_path):
+    """P-Net (free size) to onnx, tflite fp32/fp16 and coreml fp32/fp16, verified on the faces resized
+    to 12x12, 48x64 and 160x120 (its OpenCV export and its int8 face probability are not done: see
+    the README)."""
+    faces = require_shared(faces_folder())
+    out = tmp_path / "bundle"
+    result = invoke("export", mtcnn_dir / "pnet.pb", "-o", out, "--images", faces, "--targets", "onnx,tflite,coreml",
+                    "--precision", "tflite=fp32,fp16", "--precision", "coreml=fp32,fp16",
+                    "--sizes", "12x12,48x64,160x120")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["sizes"] == [[12, 12], [48, 64], [160, 120]]
+    assert manifest["outputs"][0]["shape"] == [None, None, None, 2]
+    assert all(r["pass"] for a in manifest["artifacts"] for r in a["verify"]["outputs"])
+
+
+def test_pnet_to_opencv_is_refused_cleanly(mtcnn_dir, tmp_path):
+    """OpenCV 5 runs neither P-Net's spelled-out 4-D softmax nor a fused Softmax over NHWC channels
+    (it takes W's axis): the export's load check refuses it, exit 2, nothing written."""
+    result = invoke("to-opencv", mtcnn_dir / "pnet.pb", "-o", tmp_path / "pnet.pb")
+    _assert_refused(result, "OpenCV cannot run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_times_a_free_size_model_at_each_size(mtcnn_dir, pnet_exports, tmp_path):
+    report_path = tmp_path / "bench.json"
+    result = invoke("bench", f"tensorflow={mtcnn_dir / 'pnet.pb'}", pnet_exports["onnxruntime"], "--batch", 1,
+                    "--repeats", 3, "--sizes", "12x12,48x64", "--json", report_path)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report_path.read_text())["results"]
+    assert [(r["backend"], r["size"]) for r in rows] == [("tensorflow", [12, 12]), ("tensorflow", [48, 64]),
+                                                         ("onnxruntime", [12, 12]), ("onnxruntime", [48, 64])]
+    assert all(r["speed_vs_tensorflow"] for r in rows)
