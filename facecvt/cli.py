@@ -236,9 +236,13 @@ def freeze(model, out, input_name, output_name, input_shape, set_values, batch, 
 
     err.print(freeze_table(loaded, result))
     frozen = result.frozen
-    outputs = ", ".join(f"{name} {_dims(frozen.output_shapes.get(name))}" for name in frozen.output_names)
+    if frozen.multi_output or not frozen.embedding_size:
+        outputs = "outputs " + ", ".join(f"{name} {_dims(frozen.output_shapes.get(name))}"
+                                         for name in frozen.output_names)
+    else:
+        outputs = f"output {frozen.output_name} ({frozen.embedding_size}-D)"
     console.print(f"wrote {out}: {len(frozen.graph_def.node)} nodes, input {frozen.input_name} "
-                  f"{_dims(frozen.input_shape)}, output{'s' if frozen.multi_output else ''} {outputs}")
+                  f"{_dims(frozen.input_shape)}, {outputs}")
     if json_path:
         from facecvt.validate.report import write_json_atomic
 
