@@ -332,7 +332,7 @@ def graph_sinks(nodes: dict) -> list:
     return [name for name, (kind, _) in nodes.items() if name not in read and kind not in ("Const", "Placeholder")]
 
 
-def opencv_layer(net, nodes: dict, name: str) -> str:
+def opencv_layer(net, nodes: dict, name: str, path: Path) -> str:
     """The OpenCV layer computing node `name`: OpenCV names a fused layer after its first node
     (a Conv2D or MatMul that absorbed the BiasAdd the graph calls the output), so the node's
     data inputs are followed until a layer of that name exists."""
@@ -341,13 +341,9 @@ def opencv_layer(net, nodes: dict, name: str) -> str:
     while current not in layers and current in nodes and nodes[current][1]:
         current = _node_of(nodes[current][1][0])
     if current not in layers:
-        raise FacecvtError(f"OpenCV has no layer for output {name!r} of {net_path_hint(nodes)}; "
+        raise FacecvtError(f"OpenCV has no layer for output {name!r} of {path}; "
                            f"pass the graph's output names (facecvt inspect lists them)")
     return current
-
-
-def net_path_hint(nodes: dict) -> str:
-    return f"the graph ({len(nodes)} nodes)"
 
 
 def _placeholder(node: memoryview):
