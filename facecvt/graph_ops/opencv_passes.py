@@ -16,7 +16,7 @@ computes what TensorFlow computes. The patterns were found by running OpenCV on 
 - PReLU written max(x, 0) + alpha * min(x, 0) (OpenCV has no Minimum op), or
   relu(x) + alpha * -relu(-x) as facenet's MTCNN writes it (no Neg layer);
 - a softmax spelled out (max, sub, exp, sum, div, as facenet's MTCNN writes it): OpenCV's reduce
-  max refuses a 2-D tensor;
+  max refuses a 2-D tensor, and a 4-D map's channel softmax runs neither spelled out nor fused;
 - clips written with Minimum/Maximum, and max(x, 0) alone (no such layers; the clip fusion
   OpenCV has does not run on a .pbtxt; max(a * x, 0) is silently read as a leaky ReLU).
 
@@ -512,13 +512,17 @@ SPELLED_SOFTMAX = op("RealDiv|Div", op("Exp", op("Sub", X, op("Max", X, const("m
 
 @graph_pass
 def softmax_to_opencv_form(graph_def, ctx) -> str:
-    """A softmax spelled out over the last axis becomes one Softmax (OpenCV's softmax layer).
+    """A softmax spelled out over the last axis takes a form OpenCV runs.
 
-        RealDiv(e, Sum(e, axis)),  e = Exp(Sub(x, Max(x, axis)))   ->  Softmax(x)
+        RealDiv(e, Sum(e, axis)),  e = Exp(Sub(x, Max(x, axis)))
+        ->  Softmax(x)                                     (2-D x)
+        ->  RealDiv(Exp(x), Conv2D(Exp(x), ones[1,1,C,C]))  (4-D NHWC x, over the C channels)
 
-    Exact up to rounding (Softmax subtracts the max itself). Only 2-D tensors are rewritten: on a
-    4-D NHWC tensor OpenCV 5 applies Softmax along W of its NCHW blob (measured), while it runs
-    the spelled-out chain over the channels correctly.
+    OpenCV's reduce max refuses a 2-D tensor, and on a 4-D map it runs neither the chain nor a
+    fused Softmax over the channels (Softmax normalises along W of its NCHW blob: measured); a 1x1
+    convolution with all-ones weights is the channel sum, repeated on every channel. The 4-D form
+    drops the max subtraction: equal up to rounding while the logits stay below exp's float32 limit
+    (88), which a detector's two-class logits do.
     """
     nodes = node_map(graph_def)
     shapes = None
@@ -528,11 +532,21 @@ def softmax_to_opencv_form(graph_def, ctx) -> str:
         if m is None or node_name(m["summed"]) != m.nodes["exp"].name:
             continue
         shapes = shapes or _Shapes(graph_def)
-        rank = len(shapes.of(m["x"]) or ())
+        shape = shapes.of(m["x"]) or ()
+        rank = len(shape)
         axes = {int(a) % rank if rank else int(a) for key in ("max_axis", "sum_axis")
                 for a in np.asarray(m.values[key]).reshape(-1)}
-        if rank != 2 or axes != {1}:
+        if not rank or axes != {rank - 1} or rank not in (2, 4) or (rank == 4 and shape[3] is None):
             continue
-        _reset(div, "Softmax", [m["x"]])
+        if rank == 2:
+            _reset(div, "Softmax", [m["x"]])
+        else:
+            channels = int(shape[3])
+            exp = _add_node(graph_def, f"{div.name}/exp", "Exp", [m["x"]])
+            ones = _add_const(graph_def, f"{div.name}/ones", np.ones((1, 1, channels, channels)), np.float32)
+            total = _add_node(graph_def, f"{div.name}/channel_sum", "Conv2D", [exp.name, ones],
+                              padding="VALID", data_format="NHWC")
+            total.attr["strides"].list.i.extend([1, 1, 1, 1])
+            _reset(div, "RealDiv", [exp.name, total.name])
         done.append(div.name)
-    return f"fused {len(done)} spelled-out softmaxes" + (f": {_names(done)}" if done else "")
+    return f"rewrote {len(done)} spelled-out softmaxes" + (f": {_names(done)}" if done else "")
