@@ -74,10 +74,11 @@ def worker_count(jobs: int, wanted: int | None = None) -> int:
 
 def to_payload(frozen: FrozenGraph) -> tuple[bytes, dict]:
     """(serialized GraphDef, every other field) of a frozen graph, as it travels to the workers."""
+    from dataclasses import fields
+
+    # every field, so a field added to FrozenGraph (output_names, output_shapes...) travels too
     return frozen.graph_def.SerializeToString(), {
-        "input_name": frozen.input_name, "output_name": frozen.output_name,
-        "input_shape": tuple(frozen.input_shape), "embedding_size": frozen.embedding_size,
-        "notes": dict(frozen.notes)}
+        f.name: getattr(frozen, f.name) for f in fields(frozen) if f.name != "graph_def"}
 
 
 def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
