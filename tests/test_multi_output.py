@@ -397,3 +397,18 @@ def test_bench_times_a_free_size_model_at_each_size(mtcnn_dir, pnet_exports, tmp
     assert [(r["backend"], r["size"]) for r in rows] == [("tensorflow", [12, 12]), ("tensorflow", [48, 64]),
                                                          ("onnxruntime", [12, 12]), ("onnxruntime", [48, 64])]
     assert all(r["speed_vs_tensorflow"] for r in rows)
+
+
+@pytest.mark.parametrize("net", ["pnet", "onet"])
+def test_opencv_onnx_target_keeps_every_output_and_a_free_size(net, frozen_nets, mtcnn_dir, tmp_path):
+    """`to-opencv --format onnx` (OpenCV's new engine on the NCHW ONNX export): every output, by name;
+    P-Net at three sizes."""
+    from facecvt.workflows.export_artifact import export
+
+    out = export("opencv-onnx", frozen_nets[net], tmp_path / f"{net}.onnx").path
+    sizes = ("--sizes", "12x12,48x64,160x120") if net == "pnet" else ()
+    report_path = tmp_path / "v.json"
+    result = invoke("verify", mtcnn_dir / f"{net}.pb", f"opencv={out}", "--random", 3, *sizes, "--json", report_path)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report_path.read_text())["candidates"][0]["outputs"]
+    assert [r["name"] for r in rows] == OUTPUTS[net] and all(r["rel_max_abs"] <= FP32_REL for r in rows)
