@@ -329,7 +329,28 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     report = build_report((reference[0], reference[1]), entries, block_inputs, block)
     report["outputs"] = [{"name": name, "shape": shape, "dtype": "float32"}
                          for name, shape in zip(ref_runner.output_names, _output_shapes(entries, ref_runner))]
+    warnings = calibration_overlap(chosen, paths)
+    if warnings:
+        report["warnings"] = warnings
     return report
+
+
+def calibration_overlap(candidates, paths) -> list[str]:
+    """A warning per int8 candidate scored on images it was calibrated on, naming them."""
+    from facecvt.core.digests import overlap
+
+    warnings = []
+    for candidate in candidates:
+        record = quantization_record(candidate.backend, candidate.path) if paths else None
+        if not record or not record.get("calibration_files"):
+            continue
+        shared = overlap(paths, record["calibration_files"])
+        if shared:
+            names = ", ".join(p.name for p in shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+            warnings.append(f"{candidate.path.name} was calibrated on {len(shared)} of the {len(paths)} images it "
+                            f"is scored on ({names}): its accuracy is flattered; score it on other faces")
+    return warnings
+
 
 
 def _output_shapes(entries: list, ref_runner) -> list:
