@@ -183,13 +183,13 @@ def model_card_table(pairs: dict) -> Table:
     folds = f", {pairs['folds']}-fold accuracy" if pairs.get("folds") else ""
     table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds})"),
                   title_justify="left")
-    for name in ("backend", "path", "accuracy", "AUC", "EER", "threshold", "agreement"):
-        table.add_column(name, justify="left" if name in ("backend", "path") else "right")
+    for name in ("backend", "precision", "path", "accuracy", "AUC", "EER", "threshold", "agreement"):
+        table.add_column(name, justify="left" if name in ("backend", "precision", "path") else "right")
     for row in pairs["results"]:
         agreement = row.get("decision_agreement")
         style = "bold red" if agreement is not None and agreement < 1.0 else ""
         table.add_row(backend_label(row) + (" (reference)" if row.get("role") == "reference" else ""),
-                      Text(str(row.get("path", ""))), _fmt(row.get("accuracy"), "pct"), _fmt(row.get("auc"), "fixed"),
+                      row.get("precision", ""), Text(str(row.get("path", ""))), _fmt(row.get("accuracy"), "pct"), _fmt(row.get("auc"), "fixed"),
                       _fmt(row.get("eer"), "pct"), _fmt(row.get("threshold"), "fixed"),
                       Text(_fmt(agreement, "pct"), style=style))
     return table

@@ -224,14 +224,15 @@ def _roc_points(dist: np.ndarray, labels, most: int = 201) -> dict:
     return {"far": far.tolist(), "tar": tar.tolist()}
 
 
-def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str]], kept: _PairEmbeddings) -> dict:
-    """Verification measures per backend (reference first) and agreement at the reference threshold."""
+def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str, str]], kept: _PairEmbeddings) -> dict:
+    """Seed 002's model card: verification measures per backend and precision (the fp32 reference
+    first) and each one's decision agreement with the reference at the reference's threshold."""
     labels = pairs.labels
     dists = [kept.distances(i) for i in range(len(backends))]
     ref_threshold = metrics.best_threshold(dists[0], labels)[0]
     results = []
-    for index, ((backend, path, executed_by), dist) in enumerate(zip(backends, dists)):
-        row = {"backend": backend, "path": str(path), "executed_by": executed_by,
+    for index, ((backend, path, executed_by, precision), dist) in enumerate(zip(backends, dists)):
+        row = {"backend": backend, "path": str(path), "executed_by": executed_by, "precision": precision,
                "role": "reference" if index == 0 else "candidate"}
         row.update(metrics.verification_metrics(dist, labels, pairs.folds))
         row["decision_agreement"] = metrics.decision_agreement(dists[0], dist, ref_threshold)
@@ -320,8 +321,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
                                                sizes, progress, sample, localize)
     block = None
     if kept is not None:
-        backends = [(reference[0], Path(reference[1]), ref_runner.executed_by)] + [
-            (c.backend, c.path, runner.executed_by) for c, runner in zip(chosen, cand_runners)]
+        backends = [(reference[0], Path(reference[1]), ref_runner.executed_by, "fp32")] + [
+            (c.backend, c.path, runner.executed_by, c.precision) for c, runner in zip(chosen, cand_runners)]
         block = _pairs_result(pairs, backends, kept)
     block_inputs = _inputs_block(inputs, paths, pairs, shape_hwc)
     if sizes != [None]:
