@@ -138,9 +138,9 @@ def test_tolerance_overrides_and_precision(fake_backends):
 def test_pairs_model_card(fake_backends, face_folder):
     Image.new("RGB", (20, 20), (1, 2, 3)).save(face_folder / "extra.png")  # compared, in no pair
     report = verify(("fake", fake_backends["fake"]),
-                    [("fake", fake_backends["fake"]), ("fake_perturbed", fake_backends["fake_perturbed"], "int8")],
+                    [("fake", fake_backends["fake"], "fp16"), ("fake_perturbed", fake_backends["fake_perturbed"])],
                     InputSpec(images=face_folder, batch_size=5), pairs=face_folder / "pairs.csv")
-    assert [r["precision"] for r in report["pairs"]["results"]] == ["fp32", "fp32", "int8"]  # the model card's rows
+    assert [r["precision"] for r in report["pairs"]["results"]] == ["fp32", "fp16", "fp32"]  # the model card's rows
     assert report["inputs"]["count"] == 13 and report["inputs"]["input_size"] == [16, 16]
     block = report["pairs"]
     assert block["count"] == 15 and block["same"] == 6 and block["folds"] is None and block["format"] == "csv"
