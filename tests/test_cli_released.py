@@ -157,3 +157,15 @@ def test_readme_opencv_snippet_reproduces_fixed_preprocessing(bundle, face_paths
         expected = runner.embed(faces[:8])
     assert embeddings.shape == (8, 512)
     assert np.abs(embeddings - expected).max() <= 1e-5
+
+
+def test_verify_reads_fp16_from_the_artifacts_and_passes_them(released_raw_pb, released_export, faces_dir, tmp_path):
+    """`verify RAW.pb m_fp16.mlpackage m_fp16.tflite`: each judged by fp16 tolerances read from the file (exit 0)."""
+    coreml, tflite = released_export("coreml", "fp16").path, released_export("tflite", "fp16").path
+    report_path = tmp_path / "fp16.json"
+    result = invoke("verify", released_raw_pb, coreml, tflite, "--images", faces_dir, "--json", report_path)
+    assert result.exit_code == 0, result.output
+    candidates = json.loads(report_path.read_text())["candidates"]
+    assert [c["precision"] for c in candidates] == ["fp16", "fp16"]
+    assert all(c["tolerances"]["min_cosine"] == 0.9995 and c["tolerances"]["atol"] is None for c in candidates)
+    assert candidates[0]["executed_by"].startswith("facecvt MIL reference executor")
