@@ -168,4 +168,4 @@ def test_verify_reads_fp16_from_the_artifacts_and_passes_them(released_raw_pb, r
     candidates = json.loads(report_path.read_text())["candidates"]
     assert [c["precision"] for c in candidates] == ["fp16", "fp16"]
     assert all(c["tolerances"]["min_cosine"] == 0.9995 and c["tolerances"]["atol"] is None for c in candidates)
-    assert candidates[0]["executed_by"].startswith("facecvt MIL reference executor")
+    assert candidates[0]["executed_by"] == "facecvt MIL executor, not Core ML"

@@ -60,7 +60,7 @@ def _pixel_mapping(metadata: dict, path: Path) -> tuple[float, np.ndarray]:
 
 
 # Core ML runs only on macOS; elsewhere every number labelled so comes from facecvt's own executor.
-MIL_EXECUTOR_LABEL = "facecvt MIL reference executor (not Core ML)"
+MIL_EXECUTOR_LABEL = "facecvt MIL executor, not Core ML"
 
 
 class CoreMLRunner(Runner):
