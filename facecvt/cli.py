@@ -255,7 +255,7 @@ def _dims(shape) -> str:
     return "[?]" if shape is None else "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _export_command(target: str, model, out, force, options, model_args):
+def _run_to_target(target: str, model, out, force, options, model_args):
     from facecvt.core.atomic import check_destination
     from facecvt.core.console import out as console, step
     from facecvt.workflows.export_artifact import destinations, export
@@ -279,7 +279,7 @@ def _export_command(target: str, model, out, force, options, model_args):
                   + "; ".join(f"{k}: {v}" for k, v in details.items()))
 
 
-def export_command(target, help_text, extra_options=(), choose_target=None):
+def to_target_command(target, help_text, extra_options=(), choose_target=None):
     """A `to-TARGET` command; `choose_target(out, options) -> (target, options)` lets one command
     write several targets (to-opencv --format onnx)."""
 
@@ -296,7 +296,7 @@ def export_command(target, help_text, extra_options=(), choose_target=None):
                     force, **options):
             options = func(**options) or options
             chosen, options = choose_target(out, options) if choose_target else (target, options)
-            _export_command(chosen, model, out, force, options,
+            _run_to_target(chosen, model, out, force, options,
                             (input_name, output_name, set_values, batch, signature, custom_objects, input_shape))
 
         for option in reversed(extra_options):
@@ -306,7 +306,7 @@ def export_command(target, help_text, extra_options=(), choose_target=None):
     return decorator
 
 
-@export_command("opencv", "Write an OpenCV-DNN model at any batch size. --format pb: OUT.pb (weights) and OUT.pbtxt "
+@to_target_command("opencv", "Write an OpenCV-DNN model at any batch size. --format pb: OUT.pb (weights) and OUT.pbtxt "
                           "(text graph) for cv2.dnn.readNetFromTensorflow(OUT.pb, OUT.pbtxt), OpenCV 3.x to 5.0; "
                           "--format onnx: OUT.onnx (NCHW) for cv2.dnn.readNetFromONNX(OUT.onnx, "
                           "cv2.dnn.ENGINE_NEW), OpenCV 5's new engine.",
@@ -328,7 +328,7 @@ def opencv_target(out: Path, fmt: str | None) -> tuple[str, dict]:
     return ("opencv-onnx" if fmt == "onnx" else "opencv"), {}
 
 
-@export_command("onnx", "Write an ONNX model with a symbolic batch dimension, checked by onnx.checker and loaded "
+@to_target_command("onnx", "Write an ONNX model with a symbolic batch dimension, checked by onnx.checker and loaded "
                         "in ONNX Runtime; int8: static QDQ quantisation (per-channel weights) calibrated on face "
                         "images, set for the CPU it will run on, with the worst layers by SQNR printed.",
                 [click.option("--opset", type=int, help="ONNX opset (default: the newest the installed "
@@ -372,7 +372,7 @@ def _calibration_option(calibration, preprocess) -> dict:
     return {"calibration": CalibrationImages(calibration, preprocess) if calibration else None}
 
 
-@export_command("tflite", "Write a TFLite model for LiteRT: fp32, fp16 weights, or full-integer int8 calibrated "
+@to_target_command("tflite", "Write a TFLite model for LiteRT: fp32, fp16 weights, or full-integer int8 calibrated "
                           "on face images (float input and output kept).",
                 [click.option("--precision", type=click.Choice(TARGETS["tflite"].precisions), default="fp32",
                               show_default=True),
@@ -389,7 +389,7 @@ def to_tflite(precision="fp32", calibration=None, preprocess="fixed", keep_float
             **({"keep_float": kept} if kept else {})}
 
 
-@export_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "
+@to_target_command("coreml", "Write a Core ML ML program (.mlpackage) with a flexible batch; fp16 is Core ML's "
                           "default compute precision on device.",
                 [click.option("--precision", type=click.Choice(TARGETS["coreml"].precisions), default="fp32",
                               show_default=True),
