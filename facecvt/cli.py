@@ -641,7 +641,12 @@ def open_face_pipeline(source, backend, mtcnn, alignment, margin, min_face_size)
                             margin=margin).check()
     spec = spec_from_source(source, backend=backend, mtcnn=mtcnn, config=config)
     with step(f"loading {spec.embedder} and the MTCNN nets"):
-        return spec, open_pipeline(spec)
+        nets = None
+        if not spec.detector:
+            from facecvt.workflows.detector_graphs import tensorflow_detector_nets
+
+            nets = tensorflow_detector_nets(spec.mtcnn)
+        return spec, open_pipeline(spec, nets)
 
 
 @main.command(name="embed")

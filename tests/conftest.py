@@ -174,9 +174,9 @@ def shared_folder(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def mtcnn_nets():
-    from facecvt.pipeline.mtcnn_nets import load_tensorflow_nets
+    from facecvt.workflows.detector_graphs import tensorflow_detector_nets
 
-    return load_tensorflow_nets(shared_folder("mtcnn"))
+    return tensorflow_detector_nets(shared_folder("mtcnn"))
 
 
 @pytest.fixture(scope="session")

@@ -88,10 +88,15 @@ def test_bad_detector_settings_are_named():
 
 
 def test_missing_mtcnn_weights_are_bad_input(tmp_path):
-    from facecvt.pipeline.mtcnn_nets import load_tensorflow_nets
+    from facecvt.workflows.detector_graphs import tensorflow_detector_nets
 
     with pytest.raises(FacecvtError, match="det1.npy"):
-        load_tensorflow_nets(tmp_path)
+        tensorflow_detector_nets(tmp_path)
+    with pytest.raises(FacecvtError, match="det1.npy"):
+        tensorflow_detector_nets(tmp_path / "absent")
+    np.save(tmp_path / "det1.npy", np.array([1, 2, 3], dtype=object), allow_pickle=True)
+    with pytest.raises(FacecvtError, match="cannot read MTCNN weights|not an MTCNN weight file"):
+        tensorflow_detector_nets(tmp_path)
 
 
 @pytest.mark.slow
@@ -126,7 +131,8 @@ def test_embed_command_on_a_canvas_and_bare_crops(facenet_onnx, tmp_path):
 
 
 class GraphNet:
-    """A detector net over a frozen GraphDef, as an exported artifact's runner would be plugged in."""
+    """A detector net over a frozen GraphDef run by a bare TensorFlow session, outputs fed back in the
+    detector's order (prob, box[, landmarks]): independent of facecvt's runners."""
 
     def __init__(self, net: str, graph_def, outputs):
         from facecvt.core.tf_env import import_tf
@@ -142,11 +148,14 @@ class GraphNet:
         return self.session.run(self.outputs, {self.input: batch})
 
 
-def test_the_pipeline_runs_the_mtcnn_sample_graphs_to_the_same_faces(detector):
-    """`facecvt sample mtcnn`'s frozen P/R/O-Net graphs plug into the detector in place of its own nets
-    (same input convention: scaled, transposed) and find the same faces."""
+def test_the_pipeline_nets_are_runners_of_the_mtcnn_sample_graphs(detector, mtcnn_nets):
+    """The pipeline's nets are TensorFlow runners of `facecvt sample mtcnn`'s graphs, mapped by output
+    name; they find the same faces as the graphs run directly, and a runner whose outputs come in
+    another order (as an export may give them) is mapped back."""
+    from facecvt.pipeline.detector_nets import DetectorRunner
     from facecvt.samples.mtcnn import OUTPUTS, mtcnn_graph_def
 
+    assert all(net.runner.backend == "tensorflow" for net in mtcnn_nets.values())
     nets = {n: GraphNet(n, mtcnn_graph_def(n, shared_folder("mtcnn")), OUTPUTS[n])
             for n in ("pnet", "rnet", "onet")}
     canvas, _ = four_faces_canvas()
@@ -155,8 +164,22 @@ def test_the_pipeline_runs_the_mtcnn_sample_graphs_to_the_same_faces(detector):
     assert len(theirs) == len(ours) == 4
     order = lambda f: f.box[0] + 10 * f.box[1]  # noqa: E731
     for a, b in zip(sorted(ours, key=order), sorted(theirs, key=order)):
-        assert np.allclose(a.box, b.box, atol=0.05) and np.allclose(a.landmarks, b.landmarks, atol=0.05)
-        assert abs(a.score - b.score) < 1e-4
+        assert np.array_equal(a.box, b.box) and np.array_equal(a.landmarks, b.landmarks)
+        assert a.score == b.score
+
+    class Reversed:  # an O-Net runner with its outputs renamed and reversed
+        path, backend = "onet.x", "x"
+        output_names = ["onet_conv6_3_conv6_3:0", "Identity_1", "onet_prob1"]
+
+        def run(self, batch):
+            return list(reversed(mtcnn_nets["onet"].runner.run(batch)))
+
+    names = {"Identity_1": "onet/conv6-2/conv6-2"}
+    batch = np.random.default_rng(0).normal(size=(3, 48, 48, 3)).astype(np.float32)
+    for a, b in zip(DetectorRunner("onet", Reversed(), names).run(batch), mtcnn_nets["onet"].run(batch)):
+        assert np.array_equal(a, b)
+    with pytest.raises(FacecvtError, match="not an MTCNN rnet"):
+        DetectorRunner("rnet", Reversed())
 
 
 def test_spec_from_a_bundle_manifest(tmp_path):

@@ -2,8 +2,8 @@
 
 Image pyramid -> P-Net proposals (NMS per scale, then across scales) -> box calibration and
 square-ing -> R-Net refinement -> O-Net refinement with five landmarks -> final NMS. The nets are
-any objects with `run(batch) -> [prob, box(, landmarks)]` (`mtcnn_nets.DetectorNet`): the
-TensorFlow nets of `mtcnn_nets`, or runners of exported artifacts.
+any objects with `run(batch) -> [prob, box(, landmarks)]` (`detector_nets.DetectorNet`): runners of
+the TensorFlow sample graphs (`samples.mtcnn`) or of exported artifacts, outputs mapped by name.
 
 Coordinates are continuous pixel coordinates of the input image: a box (x1, y1, x2, y2) covers
 x1 <= x < x2; a landmark (x, y) is a point in the same frame.

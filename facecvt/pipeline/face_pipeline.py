@@ -3,8 +3,8 @@
     pipeline = FacePipeline(pnet, rnet, onet, embedder, PipelineConfig(alignment="similarity"))
     faces = pipeline.faces(rgb_uint8_image)   # [Face(box, score, landmarks, vector)], best score first
 
-`pnet`/`rnet`/`onet` are any `run(batch) -> [outputs]` objects (`mtcnn_nets.DetectorNet`): the
-TensorFlow nets of `mtcnn_nets`, or runners of exported artifacts; `embedder` is a facecvt runner
+`pnet`/`rnet`/`onet` are `detector_nets.DetectorNet`s (`run(batch) -> [prob, box(, landmarks)]`):
+facecvt runners, of the TensorFlow sample graphs or of exported artifacts; `embedder` is a facecvt runner
 (`facecvt.validate.runners.load_runner`), whose `embed` takes the preprocessed NHWC batch. Every
 backend therefore runs the same pyramid, NMS, calibration, alignment and preprocessing code.
 """

@@ -1,7 +1,10 @@
 """Open a face pipeline from a spec: the embedder artifact, its backend, the MTCNN nets, the config.
 
-A spec is what a pipeline bundle's manifest will record (`PipelineSpec.to_dict`); until bundles carry
-the detector, the CLI builds it from `--embedder`, `--backend` and `--mtcnn`.
+A pipeline bundle (`facecvt export ... --detector mtcnn=DIR`) records in its manifest a `pipeline`
+block: the config (`PipelineConfig.to_dict`) and, per backend and precision, the files of the
+embedder and of P-, R- and O-Net (`artifacts`). A spec from such a bundle runs the detector and the
+embedder on one backend's artifacts. A spec of a bare embedder (or a bundle without the block) has
+no detector artifacts: its caller supplies the TensorFlow nets from `mtcnn` (det*.npy).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class PipelineSpec:
     backend: str | None = None  # None: from the embedder's suffix (.onnx, .tflite, ...; .pb -> tensorflow)
     mtcnn: Path = field(default_factory=default_mtcnn_dir)
     config: PipelineConfig = field(default_factory=PipelineConfig)
+    detector: dict | None = None  # {"pnet", "rnet", "onet"} -> artifact path, run on `backend`
+    detector_names: dict | None = None  # {net: {runner output name: graph name}} when an export renamed them
+    precision: str | None = None
 
     def resolved_backend(self) -> str:
         from facecvt.core.targets import BACKEND_ALIASES, backend_for
@@ -41,8 +47,12 @@ class PipelineSpec:
         return backend_for(self.embedder, role="reference")
 
     def to_dict(self) -> dict:
-        return {"embedder": str(self.embedder), "backend": self.resolved_backend(), "mtcnn": str(self.mtcnn),
-                **self.config.to_dict()}
+        record = {"embedder": str(self.embedder), "backend": self.resolved_backend(), "mtcnn": str(self.mtcnn),
+                  **self.config.to_dict()}
+        if self.detector:
+            record.pop("mtcnn")
+            record.update(precision=self.precision, detector_files={k: str(v) for k, v in self.detector.items()})
+        return record
 
     @classmethod
     def from_dict(cls, record: dict, base: Path | None = None) -> PipelineSpec:
@@ -59,18 +69,25 @@ class PipelineSpec:
             raise FacecvtError(f"the pipeline record lacks {missing}; re-export the bundle") from None
 
 
-def open_pipeline(spec: PipelineSpec) -> FacePipeline:
-    """The detector nets (TensorFlow, from the det*.npy of `spec.mtcnn`) and the embedder's runner."""
-    from facecvt.pipeline.mtcnn_nets import load_tensorflow_nets
+def open_pipeline(spec: PipelineSpec, nets: dict | None = None) -> FacePipeline:
+    """The detector nets and the embedder's runner, all on `spec`'s backend when the spec names detector
+    artifacts; otherwise `nets` ({net: DetectorNet}, e.g. `workflows.detector_graphs`'s TensorFlow nets)."""
+    from facecvt.pipeline.detector_nets import open_detector_nets
     from facecvt.validate.runners import load_runner
 
     spec.config.check()
     backend = spec.resolved_backend()
-    nets = load_tensorflow_nets(spec.mtcnn)
+    if spec.detector:
+        nets = open_detector_nets({net: (backend, path) for net, path in spec.detector.items()},
+                                  spec.detector_names)
+    elif nets is None:
+        raise FacecvtError(f"no detector nets for {spec.embedder}: export a pipeline bundle with --detector "
+                           f"mtcnn=DIR, or give the MTCNN weights")
     embedder = load_runner(backend, spec.embedder)
     pipeline = FacePipeline(nets["pnet"], nets["rnet"], nets["onet"], embedder, spec.config)
     pipeline.backend = backend
     pipeline.model = str(spec.embedder)
+    pipeline.detector_backend = backend if spec.detector else "tensorflow"
     return pipeline
 
 
@@ -98,7 +115,10 @@ def spec_from_source(source: str | Path, backend: str | None = None, mtcnn: str 
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as exc:
             raise FacecvtError(f"cannot read {manifest_path} ({exc}); re-export the bundle") from None
-        if isinstance(manifest.get("pipeline"), dict):
+        block = manifest.get("pipeline")
+        if isinstance(block, dict) and isinstance(block.get("artifacts"), list):
+            return _bundle_pipeline_spec(block, source, backend)
+        if isinstance(block, dict):
             spec = PipelineSpec.from_dict(manifest["pipeline"], base=source)
             spec.backend = backend or spec.backend
             if mtcnn:
@@ -129,3 +149,30 @@ def _bundle_artifact(manifest: dict, backend: str | None, where: Path) -> dict:
         if not chosen:
             raise FacecvtError(f"{where} lists no artifact facecvt can run; re-export the bundle")
     return sorted(chosen, key=lambda a: a.get("precision") != "fp32")[0]
+
+
+def _bundle_pipeline_spec(block: dict, source: Path, backend: str | None) -> PipelineSpec:
+    """The spec of one backend's entry of a pipeline bundle's `pipeline.artifacts` (fp32 first)."""
+    from facecvt.core.targets import BACKEND_ALIASES
+
+    entries = [e for e in block["artifacts"] if isinstance(e, dict)]
+    held = sorted({e.get("backend") for e in entries})
+    if backend:
+        wanted = BACKEND_ALIASES.get(backend.lower(), backend.lower())
+        chosen = [e for e in entries if e.get("backend") == wanted]
+        if not chosen:
+            raise FacecvtError(f"the pipeline bundle {source} has no {wanted} pipeline; it holds "
+                               f"{', '.join(held) or 'none'}: pass one of them to --backend")
+    else:
+        chosen = next(([e for e in entries if e.get("backend") == b] for b in BACKEND_PREFERENCE
+                       if any(e.get("backend") == b for e in entries)), [])
+        if not chosen:
+            raise FacecvtError(f"{source}/manifest.json lists no pipeline facecvt can run; re-export the bundle")
+    entry = sorted(chosen, key=lambda e: e.get("precision") != "fp32")[0]
+    try:
+        return PipelineSpec(embedder=source / entry["embedder"], backend=entry["backend"],
+                            config=PipelineConfig.from_dict(block),
+                            detector={net: source / entry[net] for net in ("pnet", "rnet", "onet")},
+                            detector_names=entry.get("names"), precision=entry.get("precision"))
+    except KeyError as missing:
+        raise FacecvtError(f"the pipeline record of {source} lacks {missing}; re-export the bundle") from None

@@ -52,7 +52,14 @@ def load_weights(net: str, folder: Path | None = None) -> dict:
     if not path.is_file():
         raise FacecvtError(f"the MTCNN weights {path} are missing; point FACECVT_MTCNN at the folder holding "
                            f"det1.npy, det2.npy and det3.npy")
-    return np.load(path, allow_pickle=True, encoding="latin1").item()
+    try:
+        weights = np.load(path, allow_pickle=True, encoding="latin1").item()
+    except Exception as exc:  # a pickle of anything else: bad input, said in one line
+        raise FacecvtError(f"cannot read MTCNN weights {path} ({type(exc).__name__}); "
+                           f"use the released det1.npy..det3.npy") from None
+    if not isinstance(weights, dict):
+        raise FacecvtError(f"{path} is not an MTCNN weight file (expected a dict of layers)")
+    return weights
 
 
 class _Builder:
@@ -129,12 +136,17 @@ def mtcnn_graph_def(net: str, folder: Path | None = None):
     if net not in NETS:
         raise FacecvtError(f"unknown MTCNN net {net!r}; choose pnet, rnet or onet")
     tf = import_tf()
-    builder = _Builder(tf, load_weights(net, folder))
+    weights = load_weights(net, folder)
+    builder = _Builder(tf, weights)
     size = NETS[net][1]
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.variable_scope(net):
         images = tf.compat.v1.placeholder(tf.float32, (None, size, size, 3), "input")
-        {"pnet": _pnet, "rnet": _rnet, "onet": _onet}[net](builder, images)
+        try:
+            {"pnet": _pnet, "rnet": _rnet, "onet": _onet}[net](builder, images)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FacecvtError(f"the {net} weights do not fit the net ({type(exc).__name__}: {exc}); "
+                               f"is {NETS[net][0]} the released file?") from None
     graph_def = graph.as_graph_def()
     names = {n.name for n in graph_def.node}
     missing = [o for o in OUTPUTS[net] if o not in names]
