@@ -535,9 +535,15 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
 @debug_option
 @click.option("--sizes", metavar="HxW[,HxW...]",
               help="Sizes to verify a model whose input size is free at (default 24x24,48x64).")
+@click.option("--detector", metavar="mtcnn=DIR",
+              help="Make a pipeline bundle: MTCNN's P/R/O-Net from DIR's det1.npy..det3.npy, exported to the "
+                   "same targets and precisions (int8 excepted) and verified, and the pipeline's parameters "
+                   "in the manifest, for `facecvt embed/serve BUNDLE --backend NAME`.")
+@click.option("--alignment", type=click.Choice(["similarity", "margin_crop"]), default="similarity",
+              show_default=True, help="With --detector: the alignment the pipeline bundle records.")
 def export_command(model, out, targets, precisions, images, pairs, preprocess, workers, input_name, output_name,
                    input_shape, set_values, batch, signature, custom_objects, force, json_path, cpu, calibration_method,
-                   sizes):
+                   sizes, detector, alignment):
     """Freeze MODEL once, export every target, verify all of them against the original, and write
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
@@ -553,6 +559,9 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
                       pairs=pairs, preprocess=preprocess, workers=workers, cpu=cpu,
                       calibration_method=calibration_method, sizes=parse_sizes(sizes))
     check_destination(out, force)
+    from facecvt.workflows.pipeline_bundle import parse_detector
+
+    detector = parse_detector(detector)
     if images is not None:
         from facecvt.core.images import list_images
 
@@ -563,7 +572,8 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
                                      input_shape)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
-                                        progress=lambda m: err.print(f"[dim]{m}[/]"))
+                                        progress=lambda m: err.print(f"[dim]{m}[/]"), detector=detector,
+                                        alignment=alignment)
     except ToleranceError as error:
         render(error.report, console)
         raise

@@ -29,6 +29,7 @@ def embed_images(pipeline, paths, *, crop: bool = False, progress=None) -> dict:
     return {
         "model": getattr(pipeline, "model", None),
         "backend": getattr(pipeline, "backend", None),
+        "detector_backend": getattr(pipeline, "detector_backend", None),
         "pipeline": pipeline.config.to_dict(),
         "input_size": pipeline.input_size,
         "mode": "crop" if crop else "detect",

@@ -93,6 +93,7 @@ def create_app(pipeline, index, options: ServeOptions, spec_record: dict | None 
         model: str | None
         backend: str | None
         faces: int
+        detector_backend: str | None = Field(None, description="the runtime of the MTCNN nets")
         embedding_size: int
         input_size: int
         alignment: str
@@ -174,6 +175,7 @@ def create_app(pipeline, index, options: ServeOptions, spec_record: dict | None 
     def health():
         return {"status": "ok", "model": getattr(pipeline, "model", None),
                 "backend": getattr(pipeline, "backend", None), "faces": len(index),
+                "detector_backend": getattr(pipeline, "detector_backend", None),
                 "embedding_size": index.dim, "input_size": pipeline.input_size,
                 "alignment": pipeline.config.alignment, "persistent": index.folder is not None,
                 "pipeline": spec_record}

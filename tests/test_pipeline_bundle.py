@@ -1,0 +1,105 @@
+"""Pipeline bundles (issue 15): `facecvt export MODEL --detector mtcnn=DIR` exports P/R/O-Net beside
+the embedder and records the pipeline; `embed`/`serve BUNDLE --backend NAME` run detector and
+embedder on that backend's artifacts and find what the TensorFlow pipeline finds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import boxes_on_crops, four_faces_canvas, shared_folder
+
+from facecvt.cli import main
+from facecvt.core.errors import FacecvtError
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A random-weight FaceNet exported to ONNX and TFLite with the MTCNN nets."""
+    folder = tmp_path_factory.mktemp("pipeline_bundle")
+    mtcnn = shared_folder("mtcnn")
+    made = invoke("sample", "facenet", "--weights", "random", "-o", folder / "fn.pb")
+    assert made.exit_code == 0, made.output
+    result = invoke("export", folder / "fn.pb", "-o", folder / "b", "--targets", "onnx,tflite",
+                    "--precision", "tflite=fp32,fp16", "--detector", f"mtcnn={mtcnn}")
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def tensorflow_pipeline(folder):
+    from facecvt.pipeline.face_pipeline import FacePipeline
+    from facecvt.validate.runners import load_runner
+    from facecvt.workflows.detector_graphs import tensorflow_detector_nets
+
+    nets = tensorflow_detector_nets(shared_folder("mtcnn"))
+    return FacePipeline(nets["pnet"], nets["rnet"], nets["onet"], load_runner("tensorflow", folder / "fn.pb"))
+
+
+@pytest.mark.slow
+def test_a_pipeline_bundle_runs_detector_and_embedder_on_each_backend(bundle, tmp_path):
+    from PIL import Image
+
+    from facecvt.pipeline.load import open_pipeline, spec_from_source
+
+    folder = bundle / "b"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    block = manifest["pipeline"]
+    assert block["detector"]["min_face_size"] == 20 and block["detector"]["scale_factor"] == 0.709
+    assert block["detector"]["thresholds"] == [0.6, 0.7, 0.7] and block["alignment"] == "similarity"
+    assert block["embedder_preprocessing"]["mode"] == "fixed"
+    entries = {(e["backend"], e["precision"]): e for e in block["artifacts"]}
+    assert set(entries) == {("onnxruntime", "fp32"), ("litert", "fp32"), ("litert", "fp16")}
+    for entry in entries.values():
+        assert all((folder / entry[k]).is_file() for k in ("embedder", "pnet", "rnet", "onet"))
+    assert manifest["pass"] and all(manifest["detector"][n]["pass"] for n in ("pnet", "rnet", "onet"))
+    pnet_checks = manifest["detector"]["pnet"]
+    assert pnet_checks["inputs"]["sizes"] == [[12, 12], [24, 24], [48, 64]]
+    assert {o["original_name"] for a in manifest["detector"]["onet"]["artifacts"] for o in a["outputs"]} == \
+        {"onet/prob1", "onet/conv6-2/conv6-2", "onet/conv6-3/conv6-3"}
+
+    canvas, crops = four_faces_canvas()
+    reference = tensorflow_pipeline(bundle).faces(canvas)
+    assert sorted(boxes_on_crops([f.box for f in reference], crops)) == sorted(crops)
+    for backend in ("onnxruntime", "litert"):
+        spec = spec_from_source(folder, backend=backend)
+        assert spec.precision == "fp32" and spec.detector["pnet"].parent == folder
+        pipeline = open_pipeline(spec)
+        assert pipeline.detector_backend == backend
+        assert {type(n.runner).__name__ for n in (pipeline.detector.pnet, pipeline.detector.onet)} != \
+            {"TensorFlowRunner"}
+        faces = pipeline.faces(canvas)
+        assert len(faces) == len(reference) == 4
+        for a, b in zip(faces, reference):
+            assert np.allclose(a.box, b.box, atol=0.05) and np.allclose(a.landmarks, b.landmarks, atol=0.05)
+            assert float(a.vector @ b.vector) / np.linalg.norm(a.vector) / np.linalg.norm(b.vector) > 0.9999
+
+    Image.fromarray(canvas).save(tmp_path / "canvas.png")
+    result = invoke("embed", folder, tmp_path / "canvas.png", "--backend", "litert", "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["backend"] == report["detector_backend"] == "litert"
+    assert sorted(boxes_on_crops([f["box"] for f in report["images"][0]["faces"]], crops)) == sorted(crops)
+    missing = invoke("embed", folder, tmp_path / "canvas.png", "--backend", "coreml")
+    assert missing.exit_code == 2 and "no coreml pipeline" in missing.output
+
+
+def test_detector_option_is_checked(tmp_path):
+    from facecvt.workflows.pipeline_bundle import detector_spec, parse_detector
+    from facecvt.workflows.bundle import BundleSpec
+
+    with pytest.raises(FacecvtError, match="mtcnn=DIR"):
+        parse_detector("retina=/x")
+    with pytest.raises(FacecvtError, match="lacks det1.npy, det2.npy, det3.npy"):
+        parse_detector(f"mtcnn={tmp_path}")
+    assert parse_detector(f"mtcnn={shared_folder('mtcnn')}") == shared_folder("mtcnn")
+    spec = detector_spec(BundleSpec(targets=("onnx", "tflite"), precisions={"onnx": ["int8"],
+                                                                            "tflite": ["fp32", "fp16", "int8"]}))
+    assert spec.precisions == {"onnx": ["fp32"], "tflite": ["fp32", "fp16"]}  # no int8 for the detector
+    result = invoke("export", tmp_path / "none.pb", "-o", tmp_path / "b", "--detector", "mtcnn=/nowhere")
+    assert result.exit_code == 2 and "lacks det1.npy" in result.output
