@@ -559,7 +559,7 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
                       pairs=pairs, preprocess=preprocess, workers=workers, cpu=cpu,
                       calibration_method=calibration_method, sizes=parse_sizes(sizes))
     check_destination(out, force)
-    from facecvt.workflows.pipeline_bundle import parse_detector
+    from facecvt.workflows.pipeline_bundle import parse_detector, pipeline_extension
 
     detector = parse_detector(detector)
     if images is not None:
@@ -572,8 +572,8 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
                                      input_shape)
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
-                                        progress=lambda m: err.print(f"[dim]{m}[/]"), detector=detector,
-                                        alignment=alignment)
+                                        progress=lambda m: err.print(f"[dim]{m}[/]"),
+                                        extend=pipeline_extension(detector, spec, alignment) if detector else None)
     except ToleranceError as error:
         render(error.report, console)
         raise

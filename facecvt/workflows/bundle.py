@@ -239,11 +239,11 @@ def _preprocessing(mode: str) -> dict:
 
 
 def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool = False, progress=print,
-                 detector: Path | None = None, alignment: str = "similarity") -> dict:
+                 extend=None) -> dict:
     """Build the bundle in a temporary folder beside `out_dir`; move it into place only if it verifies.
 
-    `detector`: a folder of MTCNN's det*.npy; the nets are exported beside the model and the manifest
-    gets the `pipeline` block (workflows/pipeline_bundle.py)."""
+    `extend(manifest, folder, progress) -> [failed artifact labels]`, called once the model's artifacts
+    pass, adds more to the bundle (a pipeline bundle's detector nets: workflows/pipeline_bundle.py)."""
     from facecvt.core.atomic import atomic_output
     from facecvt.workflows.bundle_readme import bundle_readme
     from facecvt.validate.html_report import write_html_atomic
@@ -255,15 +255,9 @@ def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool 
         manifest, report = build_bundle(model, frozen, tmp, spec, progress)
         failed = [f"{a['target']} {a['precision']} ({', '.join(a['verify'].get('failed', []))})"
                   for a in manifest["artifacts"] if not a["verify"]["pass"]]
-        if detector is not None and manifest["pass"]:
-            from facecvt.workflows.pipeline_bundle import build_detector, detector_record, pipeline_block
-
-            nets = build_detector(detector, tmp, spec, progress)
-            failed += [f"{net} {a['target']} {a['precision']} ({', '.join(a['verify'].get('failed', []))})"
-                       for net, m in nets.items() for a in m["artifacts"] if not a["verify"]["pass"]]
-            manifest["detector"] = detector_record(nets)
-            manifest["pipeline"] = pipeline_block(manifest, nets, detector, alignment, spec.preprocess)
-            manifest["pass"] = manifest["pass"] and all(m["pass"] for m in nets.values())
+        if extend is not None and manifest["pass"]:
+            failed += extend(manifest, tmp, progress)
+            manifest["pass"] = not failed
         if not manifest["pass"]:
             error = ToleranceError("export failed verification: " + "; ".join(failed) + "; nothing was written")
             error.report = report

@@ -98,3 +98,15 @@ def detector_record(nets: dict) -> dict:
     """The manifest's `detector`: each net's artifacts (files, outputs, verify) and pass."""
     return {net: {"artifacts": m["artifacts"], "inputs": m["inputs"], "outputs": m["outputs"], "pass": m["pass"]}
             for net, m in nets.items()}
+
+
+def pipeline_extension(folder: Path, spec, alignment: str = "similarity"):
+    """`write_bundle`'s `extend`: the nets exported and verified, `detector` and `pipeline` in the manifest."""
+    def extend(manifest: dict, out_dir: Path, progress=print) -> list:
+        nets = build_detector(folder, out_dir, spec, progress)
+        manifest["detector"] = detector_record(nets)
+        manifest["pipeline"] = pipeline_block(manifest, nets, folder, alignment, spec.preprocess)
+        return [f"{net} {a['target']} {a['precision']} ({', '.join(a['verify'].get('failed', []))})"
+                for net, m in nets.items() for a in m["artifacts"] if not a["verify"]["pass"]]
+
+    return extend
