@@ -453,9 +453,40 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
     return report
 
 
+def verify_pipeline_command(bundle, images, json_path, reference, pairs):
+    """`verify --pipeline BUNDLE --images DIR`: exit 1 when a backend misses/adds faces or is out of limits."""
+    from facecvt.core.console import out
+    from facecvt.core.images import list_images
+    from facecvt.validate.report import write_json_atomic
+    from facecvt.workflows.verify_pipeline import pipeline_table, verify_pipeline
+
+    if reference is not None:
+        raise click.UsageError("--pipeline takes the bundle alone: no REFERENCE or CANDIDATES")
+    if pairs is not None:
+        raise FacecvtError("--pairs with --pipeline is not implemented yet; verify the bundle without it")
+    if images is None:
+        raise FacecvtError("--pipeline needs --images DIR: images with faces to run both pipelines on")
+    paths = list_images(images)
+    bar, update = progress_bar("verifying backends")
+    with bar:
+        report = verify_pipeline(bundle, paths, progress=update)
+    out.print(pipeline_table(report))
+    out.print("PASS: every backend finds the TensorFlow pipeline's faces" if report["pass"] else
+              "FAIL: a backend's pipeline differs from TensorFlow's")
+    if json_path:
+        write_json_atomic(json_path, report)
+    if not report["pass"]:
+        failed = [f"{r['backend']} {r['precision']} ({', '.join(r['failed'])})" for r in report["backends"]
+                  if not r["pass"]]
+        raise ToleranceError("pipeline out of tolerance: " + "; ".join(failed))
+
+
 @main.command(name="verify")
-@click.argument("reference", type=click.Path(path_type=Path))
-@click.argument("candidates", nargs=-1, required=True)
+@click.argument("reference", type=click.Path(path_type=Path), required=False)
+@click.argument("candidates", nargs=-1)
+@click.option("--pipeline", "pipeline_bundle", type=click.Path(path_type=Path), metavar="BUNDLE",
+              help="Verify a pipeline bundle end to end instead: the TensorFlow pipeline against each backend's "
+                   "on --images (faces missed/added, box IoU, landmark px, embedding cosine).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of face images (PNG/JPEG, RGB).")
 @click.option("--random", "random_count", type=int, metavar="N", help="N seeded random inputs instead of images.")
 @click.option("--pairs", type=click.Path(path_type=Path),
@@ -484,7 +515,7 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
                    json_path, localize, localize_inputs, html_path, engine, input_name, output_name, input_shape, sizes,
-                   output_kinds):
+                   output_kinds, pipeline_bundle):
     """Check that each CANDIDATE export computes REFERENCE's embeddings.
 
     REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
@@ -499,6 +530,12 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
     Exit status 0: every candidate within tolerance; 1: one is not (the table names the measure);
     2: bad usage or input.
     """
+    if pipeline_bundle is not None:
+        return verify_pipeline_command(pipeline_bundle, images, json_path, reference, pairs)
+    if reference is None:
+        raise click.UsageError("Missing argument 'REFERENCE'.")
+    if not candidates:
+        raise click.UsageError("Missing argument 'CANDIDATES...'.")
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                         json_path, batch_size, True if localize else None, localize_inputs, html_path, engine,
                         {"input_name": input_name, "output_name": output_name, "input_shape": input_shape},

@@ -103,3 +103,45 @@ def test_detector_option_is_checked(tmp_path):
     assert spec.precisions == {"onnx": ["fp32"], "tflite": ["fp32", "fp16"]}  # no int8 for the detector
     result = invoke("export", tmp_path / "none.pb", "-o", tmp_path / "b", "--detector", "mtcnn=/nowhere")
     assert result.exit_code == 2 and "lacks det1.npy" in result.output
+
+
+@pytest.mark.slow
+def test_verify_pipeline_compares_every_backend_with_tensorflow(bundle, tmp_path, monkeypatch):
+    """`verify --pipeline`: every backend and precision of the bundle finds the TensorFlow pipeline's
+    faces (fp32: IoU >= 0.95, landmarks <= 1 px, cosine >= 0.9999); out of limits exits 1."""
+    import shutil
+
+    from PIL import Image
+
+    from facecvt.workflows import verify_pipeline
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(four_faces_canvas()[0]).save(images / "canvas.png")
+    shutil.copy(shared_folder("faces") / "img5.png", images)
+    result = invoke("verify", "--pipeline", bundle / "b", "--images", images, "--json", tmp_path / "v.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["reference_faces"] == 5 and report["pass"]
+    rows = {(r["backend"], r["precision"]): r for r in report["backends"]}
+    assert set(rows) == {("onnxruntime", "fp32"), ("litert", "fp32"), ("litert", "fp16")}
+    for (backend, precision), row in rows.items():
+        assert row["matched"] == 5 and row["missed"] == row["added"] == 0
+        if precision == "fp32":
+            assert row["min_iou"] > 0.999 and row["max_landmark_px"] < 0.01 and row["min_cosine"] > 0.99999
+    monkeypatch.setitem(verify_pipeline.LIMITS, "fp32", {**verify_pipeline.LIMITS["fp32"], "min_cosine": 1.5})
+    strict = invoke("verify", "--pipeline", bundle / "b", "--images", images)
+    assert strict.exit_code == 1 and "onnxruntime fp32 (cosine)" in strict.output
+    assert invoke("verify", "--pipeline", bundle / "b").exit_code == 2  # --images is needed
+
+
+def test_pipeline_faces_are_matched_by_iou():
+    from facecvt.pipeline.face_pipeline import Face
+    from facecvt.workflows.verify_pipeline import match
+
+    def face(x):
+        return Face(np.array([x, 0, x + 10, 10], np.float32), 1.0, None, np.ones(2))
+
+    pairs, lost, extra = match([face(0), face(100), face(200)], [face(101), face(1), face(50)])
+    assert [(i, j) for i, j, _ in sorted(pairs)] == [(0, 1), (1, 0)] and lost == [2] and extra == [2]
+    assert invoke("verify").exit_code == 2 and "REFERENCE" in invoke("verify").output
