@@ -79,6 +79,24 @@ def test_a_pipeline_bundle_runs_detector_and_embedder_on_each_backend(bundle, tm
             assert np.allclose(a.box, b.box, atol=0.05) and np.allclose(a.landmarks, b.landmarks, atol=0.05)
             assert float(a.vector @ b.vector) / np.linalg.norm(a.vector) / np.linalg.norm(b.vector) > 0.9999
 
+    # `serve BUNDLE --backend litert` serves this pipeline (the app in-process, as tests/test_serve_app.py)
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from facecvt.pipeline.index import FaceIndex
+    from facecvt.workflows.serve import ServeOptions, create_app
+
+    app = create_app(pipeline, FaceIndex(tmp_path / "index", 512), ServeOptions(), spec.to_dict())
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    with TestClient(app) as client:
+        health = client.get("/health").json()
+        assert health["backend"] == health["detector_backend"] == "litert"
+        assert health["pipeline"]["detector_files"]["onet"].endswith("onet.tflite")
+        served = client.post("/vectorize", files={"file": ("c.png", buffer.getvalue())}).json()
+        assert sorted(boxes_on_crops([f["box"] for f in served], crops)) == sorted(crops)
+
     Image.fromarray(canvas).save(tmp_path / "canvas.png")
     result = invoke("embed", folder, tmp_path / "canvas.png", "--backend", "litert", "--json", tmp_path / "e.json")
     assert result.exit_code == 0, result.output
