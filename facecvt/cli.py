@@ -462,14 +462,16 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
 
     if reference is not None:
         raise click.UsageError("--pipeline takes the bundle alone: no REFERENCE or CANDIDATES")
-    if pairs is not None:
-        raise FacecvtError("--pairs with --pipeline is not implemented yet; verify the bundle without it")
     if images is None:
         raise FacecvtError("--pipeline needs --images DIR: images with faces to run both pipelines on")
     paths = list_images(images)
+    if pairs is not None:
+        from facecvt.validate.pairs import read_pairs
+
+        pairs = read_pairs(pairs, images)
     bar, update = progress_bar("verifying backends")
     with bar:
-        report = verify_pipeline(bundle, paths, progress=update)
+        report = verify_pipeline(bundle, paths, progress=update, pairs=pairs)
     out.print(pipeline_table(report))
     out.print("PASS: every backend finds the TensorFlow pipeline's faces" if report["pass"] else
               "FAIL: a backend's pipeline differs from TensorFlow's")

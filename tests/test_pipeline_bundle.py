@@ -147,6 +147,12 @@ def test_verify_pipeline_compares_every_backend_with_tensorflow(bundle, tmp_path
         assert row["matched"] == 5 and row["missed"] == row["added"] == 0
         if precision == "fp32":
             assert row["min_iou"] > 0.999 and row["max_landmark_px"] < 0.01 and row["min_cosine"] > 0.99999
+    (tmp_path / "pairs.csv").write_text("left,right,same\nimg5.png,img5.png,1\nimg5.png,canvas.png,0\n")
+    with_pairs = invoke("verify", "--pipeline", bundle / "b", "--images", images, "--pairs", tmp_path / "pairs.csv",
+                        "--json", tmp_path / "p.json")
+    assert with_pairs.exit_code == 0, with_pairs.output
+    for row in json.loads((tmp_path / "p.json").read_text())["backends"]:
+        assert row["pairs"]["pairs"] == 2 and row["pairs"]["agreement"] == 1.0
     monkeypatch.setitem(verify_pipeline.LIMITS, "fp32", {**verify_pipeline.LIMITS["fp32"], "min_cosine": 1.5})
     strict = invoke("verify", "--pipeline", bundle / "b", "--images", images)
     assert strict.exit_code == 1 and "onnxruntime fp32 (cosine)" in strict.output

@@ -5,7 +5,11 @@ embedder and `facecvt sample mtcnn`'s graphs of the recorded MTCNN weights (`pip
 as detector, with the recorded parameters. Each entry of the manifest's `pipeline.artifacts`
 (backend, precision) runs the same images; faces are matched to the reference's by box IoU (greedy,
 best first, IoU >= 0.5). Per backend: faces the reference found and it missed, faces it added, and
-per matched face the box IoU, the largest landmark error in pixels and the embedding cosine.
+per matched face the box IoU, the largest landmark error in pixels and the embedding cosine. With
+pairs, each image's best face (highest score) is its vector: the reference's best-accuracy threshold
+on squared L2 is applied to both, and the share of pairs decided alike is reported (not judged: a
+pair near the threshold may flip legitimately; an image where a pipeline finds no face counts as a
+disagreement).
 """
 
 from __future__ import annotations
@@ -64,7 +68,31 @@ def reference_pipeline(bundle: Path, manifest: dict):
                         PipelineConfig.from_dict(block))
 
 
-def verify_pipeline(bundle: Path, image_paths: list, progress=None) -> dict:
+def best_vectors(faces_per_image: list) -> np.ndarray:
+    """(N, D) the best-scored face's vector of each image; NaN rows where no face was found."""
+    size = next((len(f[0].vector) for f in faces_per_image if f), 1)
+    return np.array([f[0].vector if f else np.full(size, np.nan) for f in faces_per_image], np.float64)
+
+
+def pair_agreement(pairs, paths: list, reference_faces: list, faces: list) -> dict:
+    from facecvt.validate.metrics import best_threshold, pair_distances
+
+    left, right = pairs.index_pairs(paths, resolve=True)
+    reference = pair_distances(best_vectors(reference_faces), left, right)
+    candidate = pair_distances(best_vectors(faces), left, right)
+    usable = ~np.isnan(reference)
+    if not usable.any():
+        raise FacecvtError("the TensorFlow pipeline found no face in the pairs' images: nothing to decide")
+    threshold, accuracy = best_threshold(reference[usable], pairs.labels[usable])
+    # pairs the reference could not decide (no face) are left out; a candidate without a face disagrees
+    same_ref = reference[usable] < threshold
+    same_cand = candidate[usable] < threshold
+    agree = float(np.mean((same_ref == same_cand) & ~np.isnan(candidate[usable])))
+    return {"pairs": int(usable.sum()), "threshold": float(threshold), "reference_accuracy": float(accuracy),
+            "agreement": agree, "no_face_images": int(np.isnan(best_vectors(faces)[:, 0]).sum())}
+
+
+def verify_pipeline(bundle: Path, image_paths: list, progress=None, pairs=None) -> dict:
     from facecvt.pipeline.images import read_image
     from facecvt.pipeline.load import _bundle_pipeline_spec, open_pipeline
 
@@ -75,6 +103,10 @@ def verify_pipeline(bundle: Path, image_paths: list, progress=None) -> dict:
     block = manifest.get("pipeline")
     if not isinstance(block, dict) or not isinstance(block.get("artifacts"), list):
         raise FacecvtError(f"{bundle} is not a pipeline bundle: export it with --detector mtcnn=DIR")
+    image_paths = list(image_paths)
+    if pairs is not None:
+        seen = {Path(p).resolve() for p in image_paths}
+        image_paths += [p for p in pairs.unique_images() if Path(p).resolve() not in seen]
     images = [read_image(p) for p in image_paths]
     reference = reference_pipeline(bundle, manifest)
     ref_faces = [reference.faces(image) for image in images]
@@ -84,12 +116,13 @@ def verify_pipeline(bundle: Path, image_paths: list, progress=None) -> dict:
         spec = _bundle_pipeline_spec({**block, "artifacts": [entry]}, bundle, None)
         pipeline = open_pipeline(spec)
         limits = LIMITS.get(entry.get("precision"), LIMITS["fp16"])
-        missed, added, ious, landmark_errors, cosines, per_image = 0, 0, [], [], [], []
+        missed, added, ious, landmark_errors, cosines, per_image, all_faces = 0, 0, [], [], [], [], []
         for path, image, ref in zip(image_paths, images, ref_faces):
             faces = pipeline.faces(image)
-            pairs, lost, extra = match(ref, faces)
+            all_faces.append(faces)
+            matched, lost, extra = match(ref, faces)
             missed, added = missed + len(lost), added + len(extra)
-            for i, j, value in pairs:
+            for i, j, value in matched:
                 ious.append(value)
                 landmark_errors.append(float(np.abs(ref[i].landmarks - faces[j].landmarks).max()))
                 a, b = ref[i].vector, faces[j].vector
@@ -111,6 +144,8 @@ def verify_pipeline(bundle: Path, image_paths: list, progress=None) -> dict:
                         "max_landmark_px": max(landmark_errors) if landmark_errors else None,
                         "min_cosine": min(cosines) if cosines else None, "limits": limits,
                         "pass": not failed, "failed": failed, "images": per_image})
+        if pairs is not None:
+            results[-1]["pairs"] = pair_agreement(pairs, image_paths, ref_faces, all_faces)
         if progress:
             progress(k + 1, len(entries))
     return {"bundle": str(bundle), "reference": "tensorflow", "images": len(images),
@@ -124,11 +159,12 @@ def pipeline_table(report: dict):
     table = Table(title=f"pipeline {report['bundle']} vs TensorFlow ({report['images']} images, "
                         f"{report['reference_faces']} reference faces)")
     for column in ("backend", "precision", "matched", "missed", "added", "min IoU", "max landmark px",
-                   "min cosine", "result"):
+                   "min cosine", "pairs agree", "result"):
         table.add_column(column, justify="right" if column not in ("backend", "precision", "result") else "left")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for row in report["backends"]:
         table.add_row(row["backend"], row["precision"], str(row["matched"]), str(row["missed"]), str(row["added"]),
                       fmt(row["min_iou"], ".4f"), fmt(row["max_landmark_px"], ".3f"), fmt(row["min_cosine"], ".6f"),
+                      fmt(row.get("pairs", {}).get("agreement"), ".4f"),
                       "PASS" if row["pass"] else "FAIL " + ", ".join(row["failed"]))
     return table
