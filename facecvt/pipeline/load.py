@@ -132,43 +132,34 @@ def spec_from_source(source: str | Path, backend: str | None = None, mtcnn: str 
                         config=config)
 
 
-def _bundle_artifact(manifest: dict, backend: str | None, where: Path) -> dict:
+def _choose_entry(entries: list, backend: str | None, what: str, where) -> dict:
+    """The entry (artifact or pipeline) of `backend`, else of the preferred backend the bundle holds; fp32 first."""
     from facecvt.core.targets import BACKEND_ALIASES
 
-    artifacts = [a for a in manifest.get("artifacts", []) if a.get("files")]
-    held = sorted({a.get("backend") for a in artifacts})
-    if backend:
-        wanted = BACKEND_ALIASES.get(backend.lower(), backend.lower())
-        chosen = [a for a in artifacts if a.get("backend") == wanted]
-        if not chosen:
-            raise FacecvtError(f"the bundle {where.parent} has no {wanted} artifact; it holds "
-                               f"{', '.join(held) or 'none'}: pass one of them to --backend")
-    else:
-        chosen = next(([a for a in artifacts if a.get("backend") == b] for b in BACKEND_PREFERENCE
-                       if any(a.get("backend") == b for a in artifacts)), [])
-        if not chosen:
-            raise FacecvtError(f"{where} lists no artifact facecvt can run; re-export the bundle")
-    return sorted(chosen, key=lambda a: a.get("precision") != "fp32")[0]
-
-
-def _bundle_pipeline_spec(block: dict, source: Path, backend: str | None) -> PipelineSpec:
-    """The spec of one backend's entry of a pipeline bundle's `pipeline.artifacts` (fp32 first)."""
-    from facecvt.core.targets import BACKEND_ALIASES
-
-    entries = [e for e in block["artifacts"] if isinstance(e, dict)]
     held = sorted({e.get("backend") for e in entries})
     if backend:
         wanted = BACKEND_ALIASES.get(backend.lower(), backend.lower())
         chosen = [e for e in entries if e.get("backend") == wanted]
         if not chosen:
-            raise FacecvtError(f"the pipeline bundle {source} has no {wanted} pipeline; it holds "
+            raise FacecvtError(f"the bundle {where} has no {wanted} {what}; it holds "
                                f"{', '.join(held) or 'none'}: pass one of them to --backend")
     else:
         chosen = next(([e for e in entries if e.get("backend") == b] for b in BACKEND_PREFERENCE
                        if any(e.get("backend") == b for e in entries)), [])
         if not chosen:
-            raise FacecvtError(f"{source}/manifest.json lists no pipeline facecvt can run; re-export the bundle")
-    entry = sorted(chosen, key=lambda e: e.get("precision") != "fp32")[0]
+            raise FacecvtError(f"{where} lists no {what} facecvt can run; re-export the bundle")
+    return sorted(chosen, key=lambda e: e.get("precision") != "fp32")[0]
+
+
+def _bundle_artifact(manifest: dict, backend: str | None, where: Path) -> dict:
+    artifacts = [a for a in manifest.get("artifacts", []) if a.get("files")]
+    return _choose_entry(artifacts, backend, "artifact", where.parent)
+
+
+def _bundle_pipeline_spec(block: dict, source: Path, backend: str | None) -> PipelineSpec:
+    """The spec of one backend's entry of a pipeline bundle's `pipeline.artifacts` (fp32 first)."""
+    entries = [e for e in block["artifacts"] if isinstance(e, dict)]
+    entry = _choose_entry(entries, backend, "pipeline", source)
     try:
         return PipelineSpec(embedder=source / entry["embedder"], backend=entry["backend"],
                             config=PipelineConfig.from_dict(block),
