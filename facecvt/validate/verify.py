@@ -111,15 +111,20 @@ def _open(backend: str, path: str | Path, options: dict | None = None):
         raise FacecvtError(f"{backend} cannot load {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _run(runner, batch: np.ndarray) -> list[np.ndarray]:
-    """Every output of `runner` on `batch`; runtime errors become one user-facing line."""
+def _call(runner, method: str, batch: np.ndarray):
+    """`runner.method(batch)`; a runtime's own error becomes one user-facing line naming the runner."""
     try:
-        outputs = runner.run(batch)
+        return getattr(runner, method)(batch)
     except FacecvtError:
         raise
     except Exception as exc:  # noqa: BLE001 - runtime errors become one user-facing line
         raise FacecvtError(f"{runner.describe()} failed on a batch of shape {batch.shape}: "
                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _run(runner, batch: np.ndarray) -> list[np.ndarray]:
+    """Every output of `runner` on `batch`; runtime errors become one user-facing line."""
+    outputs = _call(runner, "run", batch)
     for name, out in zip(runner.output_names, outputs):
         if out.ndim < 1 or out.shape[0] != batch.shape[0]:
             raise FacecvtError(f"{runner.describe()} returned shape {out.shape} for output {name} of "
@@ -152,14 +157,7 @@ def match_outputs(reference_names: list, candidate_names: list, describe: str) -
 
 
 def _embed(runner, batch: np.ndarray) -> np.ndarray:
-    try:
-        emb = runner.embed(batch)
-    except FacecvtError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - runtime errors become one user-facing line
-        raise FacecvtError(f"{runner.describe()} failed on a batch of shape {batch.shape}: "
-                           f"{type(exc).__name__}: {exc}") from exc
-    emb = np.asarray(emb, dtype=np.float32)
+    emb = np.asarray(_call(runner, "embed", batch), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != batch.shape[0]:
         raise FacecvtError(f"{runner.describe()} returned shape {emb.shape} for {batch.shape[0]} inputs; "
                            f"expected (N, D) embeddings")
