@@ -101,6 +101,29 @@ def test_an_unforeseen_worker_exception_comes_back_as_an_internal_error(frozen, 
 # killing the export
 
 
+def test_a_worker_ends_when_the_export_process_is_gone():
+    """A worker the parent could not kill (started by the pool after the parent looked) must not wait for
+    work for ever: it watches the export process and exits when that is gone."""
+    import multiprocessing
+
+    from facecvt.workflows.export_pool import _exit_with
+
+    export_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker = multiprocessing.get_context("fork").Process(target=_exit_with, args=(export_process.pid,))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        assert worker.is_alive(), "the worker ended while the export process was still running"
+        export_process.kill()
+        export_process.wait()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "the worker outlived the export process by 10 s"
+        assert worker.exitcode == 1
+    finally:
+        export_process.kill()
+        worker.kill()
+
+
 def _session_processes(session: int) -> list[int]:
     """Pids of the live processes of a session (field 6 of /proc/PID/stat)."""
     found = []
@@ -147,8 +170,6 @@ KILLS = [("SIGINT to the export", signal.SIGINT, "parent"), ("SIGTERM to the exp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known flaky (issue 14 open): in about 1 run in 10 on this loaded machine a "
-                   "SIGINT to the parent left its worker processes running; the cause is not found yet")
 @pytest.mark.parametrize("what,signum,whom", KILLS, ids=[k[0] for k in KILLS])
 def test_killing_the_export_leaves_no_bundle_no_temporary_file_and_no_process(what, signum, whom, tiny_pb, tmp_path):
     seed = random.randrange(1 << 16)

@@ -18,6 +18,7 @@ import concurrent.futures as futures
 import contextlib
 import multiprocessing
 import os
+import select
 import signal
 import tempfile
 import threading
@@ -98,10 +99,39 @@ def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
 _messages = None
 
 
-def _initialize(messages) -> None:
+def _initialize(messages, parent: int) -> None:
     global _messages
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _messages = messages
+    threading.Thread(target=_exit_with, args=(parent,), name="facecvt-parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker as soon as the export process is gone, whatever it was doing.
+
+    The parent kills the workers it knows of; this covers one the pool started after it looked
+    (a replacement for a worker that had just finished). Such a worker is not the parent's child but
+    the forkserver's, and the forkserver outlives the parent while any worker holds its pipe, so
+    neither a parent-death signal nor an end-of-file would reach it: it would wait for work for ever.
+    """
+    try:
+        watched = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfd (old kernel) or already gone: poll instead
+        while _alive(parent):
+            time.sleep(0.5)
+    else:
+        select.select([watched], [], [])  # readable once the process has exited
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pid reused by another user's process: ours is gone
+        return False
+    return True
 
 
 def _say(job: Job, kind: str, text: str) -> None:
@@ -163,7 +193,7 @@ class ExportPool:
         context = _context()
         self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
-                                                     initargs=(self._writer,), max_tasks_per_child=1)
+                                                     initargs=(self._writer, os.getpid()), max_tasks_per_child=1)
         self._stop = threading.Event()
         self._relay = threading.Thread(target=self._relay_progress, name="facecvt-export-progress", daemon=True)
         self._relay.start()
@@ -191,12 +221,22 @@ class ExportPool:
             self._messages.close()
 
     def _kill_workers(self) -> None:
-        processes = list((self._executor._processes or {}).values())  # noqa: SLF001 - no public handle on them
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.kill()
-        for process in processes:
-            process.join(timeout=10)
+        """Kill every worker, again while the pool starts replacements for the ones that ended."""
+        killed: set = set()
+        while True:
+            try:  # no public handle on them; the pool's thread may be adding one meanwhile
+                processes = [p for p in list((self._executor._processes or {}).values())  # noqa: SLF001
+                             if p.pid not in killed]
+            except RuntimeError:  # changed size while read: read again
+                continue
+            if not processes:
+                return
+            for process in processes:
+                with contextlib.suppress(Exception):
+                    process.kill()
+                killed.add(process.pid)
+            for process in processes:
+                process.join(timeout=10)
 
     def _death_notice(self, job: Job) -> str:
         running = ", ".join(self._running) or job.label
