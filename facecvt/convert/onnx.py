@@ -11,6 +11,7 @@ from pathlib import Path
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
 from facecvt.core.tf_env import import_tf
+from facecvt.convert.tf2onnx_memory import convert_bounded
 
 
 LAYOUTS = ("nhwc", "nchw")
@@ -114,10 +115,10 @@ def _convert(frozen: FrozenGraph, opset: int, layout: str):
     output_refs = {f"{name}:0": name for name in frozen.output_names}
     with _tf2onnx_errors() as errors:
         try:
-            model, _ = tf2onnx.convert.from_graph_def(
+            model, _ = convert_bounded(lambda: tf2onnx.convert.from_graph_def(
                 frozen.graph_def, name=frozen.output_name, input_names=[input_ref], output_names=list(output_refs),
                 opset=opset, inputs_as_nchw=[input_ref] if layout == "nchw" else None,
-                tensors_to_rename={input_ref: frozen.input_name, **output_refs})
+                tensors_to_rename={input_ref: frozen.input_name, **output_refs}))
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise FacecvtError(f"tf2onnx failed: {first_line}") from exc
