@@ -96,7 +96,7 @@ def signature_options(func):
                         help="Python file defining a Keras model's custom layers and Lambda functions "
                              "(its public callables and classes are passed to Keras).")(func)
     func = click.option("--signature", metavar="NAME",
-                        help="SavedModel signature to convert (default: serving_default).")(func)
+                        help="SavedModel signature to read (default: serving_default).")(func)
     return func
 
 
@@ -508,6 +508,7 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
               help="Write a self-contained HTML report with plots (|Δ| histograms, cosines, ROC, error along depth).")
 @engine_option
 @io_options
+@signature_options
 @click.option("--sizes", metavar="HxW[,HxW...]",
               help="Run a model whose input size is free at each size (images resized to each, random inputs "
                    "drawn at each), e.g. 12x12,48x64,160x120.")
@@ -516,14 +517,16 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
                    "size), embedding or tensor (cosine). Default from the name (MTCNN's are known). Repeatable.")
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
-                   json_path, localize, localize_inputs, html_path, engine, input_name, output_name, input_shape, sizes,
-                   output_kinds, pipeline_bundle):
-    """Check that each CANDIDATE export computes REFERENCE's embeddings.
+                   json_path, localize, localize_inputs, html_path, engine, input_name, output_name, input_shape,
+                   signature, custom_objects, sizes, output_kinds, pipeline_bundle):
+    """Check that each CANDIDATE export computes what REFERENCE computes (every output of it).
 
-    REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
-    (phase_train=False). A CANDIDATE is BACKEND=PATH or PATH, the backend from the suffix:
-    .onnx onnxruntime, .tflite litert, .mlpackage/.mlmodel coreml, .pb opencv; opencv=M.onnx runs an
-    ONNX model in OpenCV (on its new engine unless --engine says otherwise).
+    REFERENCE is the original model in any form export accepts (raw or clean .pb/.pbtxt, checkpoint
+    or SavedModel folder, .keras or .h5), read as export reads it (--input, --output, --signature,
+    --custom-objects) and run by TensorFlow as in inference (phase_train=False). A CANDIDATE is
+    BACKEND=PATH or PATH, the backend from the suffix: .onnx onnxruntime, .tflite litert,
+    .mlpackage/.mlmodel coreml, .pb opencv; opencv=M.onnx runs an ONNX model in OpenCV (on its new
+    engine unless --engine says otherwise).
 
     A failing candidate (every candidate with --localize) is also compared layer by layer with the
     clean TensorFlow graph on the first --localize-inputs inputs: the table names the first layer
@@ -540,7 +543,8 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
         raise click.UsageError("Missing argument 'CANDIDATES...'.")
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                         json_path, batch_size, True if localize else None, localize_inputs, html_path, engine,
-                        {"input_name": input_name, "output_name": output_name, "input_shape": input_shape},
+                        {"input_name": input_name, "output_name": output_name, "input_shape": input_shape,
+                         "signature": signature, "custom_objects": custom_objects},
                         sizes, output_kinds)
     if not report["pass"]:
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]

@@ -2,7 +2,8 @@
 
 - a TF1 SavedModel (`SavedModelBuilder`, tag `serve`) of a raw *training* graph (phase_train cond,
   ref variables), as TF1 projects exported them;
-- a TF2 SavedModel of a `tf.Module` whose only signature is not `serving_default`;
+- a TF2 SavedModel of a `tf.Module` whose only signature is not `serving_default` (or with a
+  `serving_default` beside it that computes something else);
 - a `.pb` frozen the way facenet's `freeze_graph.py` freezes a net that is not Inception-ResNet-v1:
   only variables under one scope become constants, the others stay `VariableV2`; and the checkpoint
   it came from.
@@ -50,9 +51,11 @@ def write_tf1_saved_model(folder: Path, images: np.ndarray, seed: int = 3) -> np
     return expected
 
 
-def write_tf2_module_saved_model(folder: Path, signature: str = "embed", seed: int = 5):
-    """A `tf.saved_model.save`d tf.Module: conv, bias, relu, mean, dense; its one signature is
-    `signature`. Returns the module (call it for the expected outputs)."""
+def write_tf2_module_saved_model(folder: Path, signature: str = "embed", seed: int = 5, with_default: bool = False):
+    """A `tf.saved_model.save`d tf.Module: conv, bias, relu, mean, dense; its signature `signature`
+    returns {"vector": the dense output}. `with_default` adds `serving_default`, returning
+    {"vector": the same vector L2-normalised}, so only the asked signature matches an export of it.
+    Returns the module (call it for `signature`'s outputs, `.unit` for serving_default's)."""
     tf = import_tf()
     rng = np.random.default_rng(seed)
 
@@ -68,8 +71,15 @@ def write_tf2_module_saved_model(folder: Path, signature: str = "embed", seed: i
             net = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(face, self.kernel, 1, "SAME"), self.bias))
             return {"vector": tf.matmul(tf.reduce_mean(net, axis=[1, 2]), self.dense)}
 
+        @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name="face")])
+        def unit(self, face):
+            return {"vector": tf.math.l2_normalize(self.__call__(face)["vector"], axis=1)}
+
     module = TinyFace()
-    tf.saved_model.save(module, str(folder), signatures={signature: module.__call__})
+    signatures = {signature: module.__call__}
+    if with_default:
+        signatures["serving_default"] = module.unit
+    tf.saved_model.save(module, str(folder), signatures=signatures)
     return module
 
 

@@ -276,8 +276,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     own (matched by name, see `match_outputs`), with tolerances by precision and by what the output
     holds (`output_kinds`: {output: 'prob'|'box'|'landmarks'|'embedding'|'tensor'}, default from
     its name): the candidate gets an `outputs` list, one row per output. `reference_options` open
-    the reference (input_name, output_name, input_shape for TensorFlow). `inputs.sizes` runs a
-    free-size model at each (H, W).
+    the reference (input_name, output_name, input_shape, signature, custom_objects for TensorFlow).
+    `inputs.sizes` runs a free-size model at each (H, W).
 
     `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
     (backend, path, precision) or (backend, path, precision, runner options); a missing precision
@@ -483,6 +483,11 @@ def parse_output_kinds(items) -> dict:
     return kinds
 
 
+# how a TensorFlow reference is opened (TensorFlowRunner's keywords, load_model's) -> the option that sets it
+REFERENCE_OPTIONS = {"input_name": "--input", "output_name": "--output", "input_shape": "--input-shape",
+                     "signature": "--signature", "custom_objects": "--custom-objects"}
+
+
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
                  tolerances: dict | None = None, progress: Progress | None = None, localize: bool | None = None,
                  localize_inputs: int = 4, backend_options: dict | None = None,
@@ -492,7 +497,8 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
     Every argument is checked (one input source, every path exists) before a runtime is loaded.
     `backend_options` adds runner options per backend (`{"opencv": {"engine": "classic"}}`) to the
     options a candidate is opened with as users open it; `reference_options` open a TensorFlow
-    reference (input_name, output_name, input_shape); `output_kinds` see `verify`.
+    reference as `load_model` reads any input (input_name, output_name, input_shape, signature,
+    custom_objects: the keys of REFERENCE_OPTIONS); `output_kinds` see `verify`.
     """
     if inputs.images is None and inputs.random is None and pairs is None:
         raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
@@ -508,9 +514,13 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
     extra = backend_options or {}
     parsed = [(b, p, None, {**default_runner_options(b, p), **extra[b]}) if b in extra else (b, p) for b, p in parsed]
     options = {k: v for k, v in (reference_options or {}).items() if v}
+    unknown = set(options) - set(REFERENCE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reference option(s) {sorted(unknown)}; known: {sorted(REFERENCE_OPTIONS)}")
     if options and ref_backend != "tensorflow":
-        raise FacecvtError(f"--input/--output/--input-shape choose tensors of a TensorFlow reference; "
-                           f"{ref_path} is run by {ref_backend}")
+        flags = "/".join(REFERENCE_OPTIONS[k] for k in REFERENCE_OPTIONS if k in options)
+        raise FacecvtError(f"{flags} read{'s' if len(options) == 1 else ''} a TensorFlow or Keras reference "
+                           f"(.pb, checkpoint or SavedModel folder, .keras, .h5); {ref_path} is run by {ref_backend}")
     return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress,
                   localize=localize, localize_inputs=localize_inputs, reference_options=options,
                   output_kinds=output_kinds)
