@@ -44,12 +44,13 @@ def build_report(reference: tuple[str, str | Path], candidates: list[dict], inpu
 
 
 def pairs_block(source: str | Path, fmt: str, labels: np.ndarray, folds, results: list[dict],
-                threshold: float) -> dict:
-    """The `pairs` block: what was read, the reference threshold, and per backend (reference first)
-    accuracy, auc, eer, threshold and decision_agreement."""
+                threshold: float, embedding_output: str | None = None) -> dict:
+    """The `pairs` block: what was read, which output holds the embedding, the reference threshold,
+    and per backend (reference first) accuracy, auc, eer, threshold and decision_agreement."""
     return {
         "source": str(source),
         "format": fmt,
+        "embedding_output": embedding_output,
         "count": int(len(labels)),
         "same": int(np.sum(labels)),
         "folds": None if folds is None else len(folds),
@@ -181,8 +182,9 @@ def outputs_table(report: dict) -> Table:
 def model_card_table(pairs: dict) -> Table:
     """The pairs "model card": one row per backend (reference first), verification measures as columns."""
     folds = f", {pairs['folds']}-fold accuracy" if pairs.get("folds") else ""
-    table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds})"),
-                  title_justify="left")
+    output = f", embeddings from output {pairs['embedding_output']}" if pairs.get("embedding_output") else ""
+    table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds}"
+                               f"{output})"), title_justify="left")
     for name in ("backend", "precision", "path", "accuracy", "AUC", "EER", "threshold", "agreement"):
         table.add_column(name, justify="left" if name in ("backend", "precision", "path") else "right")
     for row in pairs["results"]:
