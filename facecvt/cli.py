@@ -537,7 +537,8 @@ def verify_command(reference, candidates, images, random_count, pairs, embedding
 
     A failing candidate (every candidate with --localize) is also compared layer by layer with the
     clean TensorFlow graph on the first --localize-inputs inputs: the table names the first layer
-    whose max|Δ|/max|ref| exceeds its precision's limit (fp32 1e-3, fp16 2e-2, int8 0.5).
+    whose max|Δ|/max|ref| exceeds its precision's limit (fp32 1e-3, fp16 2e-2, int8 0.5), and for a
+    model with several outputs the first such layer each output depends on.
 
     Exit status 0: every candidate within tolerance; 1: one is not (the table names the measure);
     2: bad usage or input.

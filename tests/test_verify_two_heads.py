@@ -1,6 +1,7 @@
 """`verify` on a model whose face embedding sits beside another head (a TF1 multi-task graph written
 with plain TF ops): `--pairs` compares the embedding output, found by its shape or named with
-`--embedding-output` (issue 11)."""
+`--embedding-output`; `--localize` names, under each failing output, the layer where its error
+appears (issue 11)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 
 import pytest
 
+from _broken_artifacts import broken_copy
 from facecvt.core.errors import FacecvtError
 from facecvt.samples.foreign_inputs import TWO_HEAD_OUTPUTS, write_two_head_graph
 
@@ -68,3 +70,31 @@ def test_the_embedding_output_is_named_the_only_one_or_the_one_shaped_like_one()
         embedding_by_shape(["a", "b"], [(8, 128), (8, 256)], "m.pb")
     with pytest.raises(FacecvtError, match="none of its outputs is a 2-D float vector of 64 or more values"):
         embedding_by_shape(["prob", "map"], [(8, 2), (8, 4, 4, 128)], "m.pb")
+
+
+# the fault each broken copy holds: the embedding head's conv (the graph's middle Conv2D) scaled by 3 %,
+# which only the embedding depends on; or the trunk's first conv reading BGR, which both heads depend on
+FAULTS = {"scaled": ("embedding_head/conv/", {"face_embedding"}), "bgr": ("trunk/conv1/", set(TWO_HEAD_OUTPUTS))}
+
+
+@pytest.mark.parametrize("how", list(FAULTS))
+def test_localize_names_the_corrupted_layer_under_each_output_it_breaks(how, two_heads, tmp_path):
+    pb, frozen, onnx = two_heads
+    scope, failing = FAULTS[how]
+    broken, conv = broken_copy(onnx, frozen, how, tmp_path / f"{how}.onnx")
+    assert conv == f"{scope}Conv2D"
+    report_path, html_path = tmp_path / "verify.json", tmp_path / "verify.html"
+    result = invoke("verify", pb, broken, "--random", 4, "--localize", "--json", report_path, "--html", html_path)
+    assert result.exit_code == 1, result.output
+    candidate = json.loads(report_path.read_text())["candidates"][0]
+    assert {row["name"] for row in candidate["outputs"] if not row["pass"]} == failing
+    rows = candidate["localize"]["outputs"]
+    assert [row["name"] for row in rows] == list(TWO_HEAD_OUTPUTS)
+    for row in rows:
+        first = row["first_divergence"]
+        if row["name"] in failing:  # the conv, or the bias/relu a runtime fuses into it
+            assert row["pass"] is False and first["layer"] in {f"{scope}{op}" for op in ("Conv2D", "BiasAdd", "Relu")}
+        else:
+            assert row["pass"] is True and first is None, row
+        assert 0 < row["matched"] < candidate["localize"]["matched"]  # only the layers that output depends on
+    assert "per output" in result.stdout and '<table class="localize-outputs">' in html_path.read_text()

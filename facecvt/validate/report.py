@@ -233,6 +233,28 @@ def localize_table(candidate: dict) -> Table | Text:
     return table
 
 
+def localize_outputs_table(candidate: dict) -> Table | None:
+    """A model with several outputs: per output, its verdict and the first divergent layer it depends on
+    (where that output's error appears); None for a single output or no localisation."""
+    block = candidate["localize"]
+    outputs = block.get("outputs") or []
+    if len(outputs) < 2 or not block.get("layers"):
+        return None
+    table = Table(title=escape(f"localize {candidate['backend']} {candidate['path']} per output: the first layer "
+                               f"beyond the limit that each output depends on"), title_justify="left")
+    for column in ("output", "result", "first divergence (TensorFlow node)", "op", "max|Δ|/max|ref|", "layers"):
+        table.add_column(column, justify="right" if column.startswith(("max", "layers")) else "left",
+                         overflow="fold")
+    for row in outputs:
+        first = row.get("first_divergence")
+        verdict = {True: Text("PASS", style="bold green"), False: Text("FAIL", style="bold red")}.get(row.get("pass"),
+                                                                                                   Text(""))
+        style = "bold red" if first is not None and row.get("pass") is False else ""
+        table.add_row(Text(row["name"]), verdict, Text(first["layer"] if first else "none", style=style),
+                      first["op"] if first else "", _fmt(first["rel"]) if first else "", str(row["matched"]))
+    return table
+
+
 def _short(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -245,6 +267,9 @@ def render(report: dict, console: Console) -> None:
     for candidate in report["candidates"]:
         if candidate.get("localize"):
             console.print(localize_table(candidate))
+            per_output = localize_outputs_table(candidate)
+            if per_output is not None:
+                console.print(per_output)
     if report.get("pairs"):
         console.print(model_card_table(report["pairs"]))
     verdict = "[bold green]PASS[/]: every candidate is within tolerance" if report["pass"] else \

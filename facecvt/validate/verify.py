@@ -256,18 +256,26 @@ def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str, str]], kept
     return pairs_block(pairs.source, pairs.format, labels, pairs.folds, results, ref_threshold, embedding_output)
 
 
-def _localized(reference, runner, sample: np.ndarray, precision: str) -> dict:
-    """The `localize` block of one candidate, or {available: False, reason} when a runtime cannot say."""
+def _localized(reference, runner, sample: np.ndarray, precision: str, rows: list[dict]) -> dict:
+    """The `localize` block of one candidate, or {available: False, reason} when a runtime cannot say.
+
+    Each of its `outputs` gets the `pass` of the candidate's row for that output (`rows`), so the
+    report can show where each failing output's error appears.
+    """
     if not hasattr(reference, "layers"):
         return {"available": False, "reason": f"the reference {reference.describe()} has no layers to compare with"}
     try:
-        return {"available": True, **localize_candidate(reference, runner, sample, precision)}
+        block = {"available": True, **localize_candidate(reference, runner, sample, precision)}
     except (FacecvtError, NotImplementedError) as exc:
         return {"available": False, "reason": str(exc)}
+    passed = {row["name"]: row["pass"] for row in rows}
+    for output in block["outputs"]:
+        output["pass"] = passed.get(output["name"])
+    return block
 
 
 class _Sample:
-    """The first `size` inputs of the run, kept for localisation."""
+    """The first `size` inputs of the run (of its first input size), kept for localisation."""
 
     def __init__(self, size: int):
         self.size = size
@@ -275,6 +283,8 @@ class _Sample:
         self.count = 0
 
     def add(self, batch: np.ndarray) -> None:
+        if self.rows and batch.shape[1:] != self.rows[0].shape[1:]:
+            return  # the next --sizes size: the first one's inputs are enough
         if self.count < self.size:
             self.rows.append(batch[:self.size - self.count].copy())
             self.count += len(self.rows[-1])
@@ -305,8 +315,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     computed on the output `embedding_output` names (default: see `validate.embedding_output`).
     Only embeddings of pair images are kept; everything else is compared batch by batch.
     `localize`: True localises every candidate, None (default) only the failing ones, False none;
-    a localised candidate gets a `localize` block (see `facecvt.validate.localize`), computed on
-    the first `localize_inputs` inputs.
+    a localised candidate gets a `localize` block (see `facecvt.validate.localize`, one first
+    divergence per output too), computed on the first `localize_inputs` inputs.
     """
     if not candidates:
         raise FacecvtError("give at least one candidate artifact to compare with the reference")
@@ -429,7 +439,7 @@ def _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, kept, sh
         entry["dimension"] = dimension
         entry["outputs"] = [_embedding_row(ref_runner, runner, entry)]
         if localize or (localize is None and not entry["pass"]):
-            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision)
+            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision, entry["outputs"])
         entries.append(entry)
     return entries
 
@@ -456,6 +466,7 @@ def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, kept, shape
     total = (len(paths) if paths is not None else inputs.random) * len(sizes)
     done = 0
     for size_hw, batch in _size_batches(inputs, paths, shape_hwc, sizes):
+        sample.add(batch)
         reference = _run(ref_runner, batch)
         candidates = []
         for runner, order, outputs in zip(cand_runners, orders, comparators):
@@ -475,6 +486,8 @@ def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, kept, shape
         entry = candidate_entry(candidate.backend, candidate.path, candidate.precision,
                                 {"count": outputs[0].values.count, "pass": not failed, "failed": failed,
                                  "outputs": rows}, runner.executed_by)
+        if localize or (localize is None and not entry["pass"]):
+            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision, rows)
         entries.append(entry)
     return entries
 
