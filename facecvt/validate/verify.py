@@ -338,7 +338,7 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         shape_hwc = _image_shape(ref_runner, cand_runners)
         kept = None
         if pairs is not None:
-            index = requested_embedding(ref_runner.output_names, embedding_output, str(reference[1]))
+            index = requested_embedding(ref_runner.output_names, embedding_output, str(ref_runner.path))
             kept = _PairEmbeddings(pairs, paths, len(chosen) + 1, index)
         sizes = _sizes(inputs, shape_hwc)
         verify_path = _verify_outputs if len(ref_runner.output_names) > 1 else _verify_embeddings
@@ -475,7 +475,7 @@ def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, kept, shape
                 comparator.update(ref, got[index], size_hw)
             candidates.append(got)
         if kept is not None:
-            kept.add_outputs(reference, candidates, orders, names, ref_runner.describe())
+            kept.add_outputs(reference, candidates, orders, names, str(ref_runner.path))
         done += batch.shape[0]
         if progress is not None:
             progress(done, total)
