@@ -96,7 +96,7 @@ def signature_options(func):
                         help="Python file defining a Keras model's custom layers and Lambda functions "
                              "(its public callables and classes are passed to Keras).")(func)
     func = click.option("--signature", metavar="NAME",
-                        help="SavedModel signature to convert (default: serving_default).")(func)
+                        help="SavedModel signature to read (default: serving_default).")(func)
     return func
 
 
@@ -425,7 +425,7 @@ def engine_option(func):
 
 def run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                json_path, batch_size=32, localize=None, localize_inputs=4, html_path=None, engine=None,
-               model_io=None, sizes=None, output_kinds=()):
+               model_io=None, sizes=None, output_kinds=(), embedding_output=None):
     """Run `verify` on the command's arguments, render the report, write the JSON (and HTML); returns the report."""
     from facecvt.core.console import err, out
     from facecvt.validate.report import render, write_json_atomic
@@ -440,7 +440,8 @@ def run_verify(reference, candidates, images, random_count, pairs, preprocess, a
                               tolerances={"atol": atol, "min_cosine": min_cosine}, progress=update,
                               localize=localize, localize_inputs=localize_inputs,
                               backend_options={"opencv": {"engine": engine}} if engine else None,
-                              reference_options=model_io, output_kinds=kinds)
+                              reference_options=model_io, output_kinds=kinds,
+                              embedding_output=embedding_output)
     render(report, out)
     for warning in report.get("warnings", []):
         err.print(f"warning: {warning}")
@@ -493,6 +494,9 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
 @click.option("--random", "random_count", type=int, metavar="N", help="N seeded random inputs instead of images.")
 @click.option("--pairs", type=click.Path(path_type=Path),
               help="Face-verification pairs: a left,right,same CSV or an LFW pairs.txt (images under --images).")
+@click.option("--embedding-output", metavar="NAME",
+              help="The output --pairs compares, for a model with several outputs (default: the only output, "
+                   "else the one 2-D float output of 64 or more values, e.g. an embedding beside other heads).")
 @click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
               show_default=True, help="fixed: (x-127.5)/128; prewhiten: facenet's per-image standardisation.")
 @click.option("--atol", type=float, help="Max |embedding difference| allowed (default by precision).")
@@ -508,6 +512,7 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
               help="Write a self-contained HTML report with plots (|Δ| histograms, cosines, ROC, error along depth).")
 @engine_option
 @io_options
+@signature_options
 @click.option("--sizes", metavar="HxW[,HxW...]",
               help="Run a model whose input size is free at each size (images resized to each, random inputs "
                    "drawn at each), e.g. 12x12,48x64,160x120.")
@@ -515,19 +520,25 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
               help="What an output holds, to judge it by: prob (max |Δ|), box or landmarks (pixels at the input "
                    "size), embedding or tensor (cosine). Default from the name (MTCNN's are known). Repeatable.")
 @debug_option
-def verify_command(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine, batch_size,
-                   json_path, localize, localize_inputs, html_path, engine, input_name, output_name, input_shape, sizes,
-                   output_kinds, pipeline_bundle):
-    """Check that each CANDIDATE export computes REFERENCE's embeddings.
+def verify_command(reference, candidates, images, random_count, pairs, embedding_output, preprocess, atol,
+                   min_cosine, batch_size, json_path, localize, localize_inputs, html_path, engine, input_name,
+                   output_name, input_shape, signature, custom_objects, sizes, output_kinds, pipeline_bundle):
+    """Check that each CANDIDATE export computes what REFERENCE computes (every output of it).
 
-    REFERENCE is the original TensorFlow model (raw .pb or checkpoint), run as in inference
-    (phase_train=False). A CANDIDATE is BACKEND=PATH or PATH, the backend from the suffix:
-    .onnx onnxruntime, .tflite litert, .mlpackage/.mlmodel coreml, .pb opencv; opencv=M.onnx runs an
-    ONNX model in OpenCV (on its new engine unless --engine says otherwise).
+    REFERENCE is the original model in any form export accepts (raw or clean .pb/.pbtxt, checkpoint
+    or SavedModel folder, .keras or .h5), read as export reads it (--input, --output, --signature,
+    --custom-objects) and run by TensorFlow as in inference (phase_train=False). A CANDIDATE is
+    BACKEND=PATH or PATH, the backend from the suffix: .onnx onnxruntime, .tflite litert,
+    .mlpackage/.mlmodel coreml, .pb opencv; opencv=M.onnx runs an ONNX model in OpenCV (on its new
+    engine unless --engine says otherwise).
+
+    A model with several outputs (a detector, an embedding beside other heads) is compared output by
+    output; --pairs then uses the embedding output (see --embedding-output).
 
     A failing candidate (every candidate with --localize) is also compared layer by layer with the
     clean TensorFlow graph on the first --localize-inputs inputs: the table names the first layer
-    whose max|Δ|/max|ref| exceeds its precision's limit (fp32 1e-3, fp16 2e-2, int8 0.5).
+    whose max|Δ|/max|ref| exceeds its precision's limit (fp32 1e-3, fp16 2e-2, int8 0.5), and for a
+    model with several outputs the first such layer each output depends on.
 
     Exit status 0: every candidate within tolerance; 1: one is not (the table names the measure);
     2: bad usage or input.
@@ -540,8 +551,9 @@ def verify_command(reference, candidates, images, random_count, pairs, preproces
         raise click.UsageError("Missing argument 'CANDIDATES...'.")
     report = run_verify(reference, candidates, images, random_count, pairs, preprocess, atol, min_cosine,
                         json_path, batch_size, True if localize else None, localize_inputs, html_path, engine,
-                        {"input_name": input_name, "output_name": output_name, "input_shape": input_shape},
-                        sizes, output_kinds)
+                        {"input_name": input_name, "output_name": output_name, "input_shape": input_shape,
+                         "signature": signature, "custom_objects": custom_objects},
+                        sizes, output_kinds, embedding_output)
     if not report["pass"]:
         failed = [f"{c['backend']} {c['path']} ({', '.join(c['failed'])})" for c in report["candidates"]
                   if not c["pass"]]

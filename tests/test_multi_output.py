@@ -239,6 +239,20 @@ def test_verify_judges_each_output_and_names_the_one_that_fails(mtcnn_dir, froze
     assert "onet/conv6-3/conv6-3: rel_max_abs" in result.stderr
 
 
+def test_verify_pairs_on_a_detector_asks_for_the_embedding_output(mtcnn_dir, frozen_nets, tmp_path):
+    """O-Net's probability, box and landmarks (2, 4, 10 values) hold no face embedding to compare pairs with."""
+    from facecvt.workflows.export_artifact import export
+
+    faces = require_shared(faces_folder())
+    onnx = export("onnx", frozen_nets["onet"], tmp_path / "onet.onnx").path
+    report_path = tmp_path / "verify.json"
+    result = invoke("verify", mtcnn_dir / "onet.pb", onnx, "--images", faces, "--pairs", faces / "pairs.csv",
+                    "--json", report_path)
+    _assert_refused(result, "--pairs compares face embeddings", "none of its outputs", "onet/prob1 [?,2]",
+                    "onet/conv6-2/conv6-2 [?,4]", "onet/conv6-3/conv6-3 [?,10]", "--embedding-output NAME")
+    assert not report_path.exists()
+
+
 def test_verify_sizes_runs_a_free_size_model_at_each_size(mtcnn_dir, pnet_exports, tmp_path):
     report_path = tmp_path / "sizes.json"
     result = invoke("verify", mtcnn_dir / "pnet.pb", pnet_exports["onnxruntime"], pnet_exports["litert"],

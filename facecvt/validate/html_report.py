@@ -131,6 +131,14 @@ def _localize_html(candidate: dict, block: dict, title: str) -> str:
                  _num(layer["cosine"], "cos")] for layer in layers[max(0, at - 3):at + 1]]
         text += _table(["layer (TensorFlow node)", "op", "max|Δ|/max|ref|", "max |Δ|", "min cosine"], rows,
                        "localize")
+    outputs = block.get("outputs") or []
+    if len(outputs) > 1:
+        rows = [[f"<code>{_e(row['name'])}</code>", {True: "PASS", False: "FAIL"}.get(row.get("pass"), ""),
+                 f"<code>{_e(row['first_divergence']['layer'])}</code>" if row.get("first_divergence") else "none",
+                 _num(row["first_divergence"]["rel"]) if row.get("first_divergence") else "", str(row["matched"])]
+                for row in outputs]
+        text += _table(["output", "result", "first divergence it depends on", "max|Δ|/max|ref|", "layers"], rows,
+                       "localize-outputs")
     return text
 
 

@@ -17,7 +17,9 @@ them to reference nodes, once for every backend:
 
 The error of a layer is `rel = max|Δ| / max|ref|` of that tensor: scale-free, so one limit per
 precision holds at every depth. The first layer in execution order whose `rel` exceeds the
-candidate precision's limit is the first divergence.
+candidate precision's limit is the first divergence. A model with several outputs also gets it per
+output: the first diverging layer among those the output depends on (an error in one head shows
+under that head's output only; one in the shared trunk under every output).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import re
 
 import numpy as np
 
+from facecvt.core.graph_names import ancestors
 from facecvt.validate.compare import cosine_similarity
 
 # rel = max|Δ| / max|ref| a layer may reach before it counts as diverged, by the candidate's precision.
@@ -52,8 +55,9 @@ def localize(reference, candidate, batch: np.ndarray, precision: str = "fp32") -
     """Compare `candidate`'s intermediate tensors on `batch` with the `reference` TensorFlowRunner's.
 
     Returns the JSON-ready `localize` block: `matched` and `total` reference layers,
-    `first_divergence` ({layer, op, max_abs, cosine, rel, candidate} or None), the `limit` used
-    and `layers` (every matched layer in execution order).
+    `first_divergence` ({layer, op, max_abs, cosine, rel, candidate} or None), the `limit` used,
+    `layers` (every matched layer in execution order) and `outputs` (per output of the clean graph:
+    {name, matched, first_divergence}, see `per_output`).
     """
     batch = _fit_batch(candidate, np.asarray(batch, dtype=np.float32))
     count = len(batch) if candidate.input_shape[0] is None else min(len(batch), candidate.input_shape[0])
@@ -78,10 +82,24 @@ def localize(reference, candidate, batch: np.ndarray, precision: str = "fp32") -
     first = next((entry for entry in matched if not entry["rel"] <= limit), None)
     block = {"matched": len(matched), "total": len(layers), "precision": precision, "limit": limit,
              "inputs": count, "first_divergence": first, "layers": matched}
+    block["outputs"] = per_output(matched, limit, reference.clean_graph.graph_def,
+                                  reference.clean_graph.output_names)
     if not matched:  # a null first_divergence must not read as "no divergence"
         block["note"] = (f"none of the {len(exposed)} tensors {candidate.backend} exposes matches a reference "
                          f"layer by name and shape: the artifact was not exported from this graph by facecvt")
     return block
+
+
+def per_output(layers: list[dict], limit: float, graph_def, outputs) -> list[dict]:
+    """For each output: how many of the matched `layers` it depends on, and the first of them (in
+    execution order) whose rel exceeds `limit`, i.e. where that output's error appears."""
+    rows = []
+    for name in outputs:
+        upstream = ancestors(graph_def, [name], control=False)
+        own = [layer for layer in layers if layer["layer"] in upstream]
+        first = next((layer for layer in own if not layer["rel"] <= limit), None)
+        rows.append({"name": name, "matched": len(own), "first_divergence": first})
+    return rows
 
 
 def _fit_batch(runner, batch: np.ndarray) -> np.ndarray:

@@ -44,12 +44,13 @@ def build_report(reference: tuple[str, str | Path], candidates: list[dict], inpu
 
 
 def pairs_block(source: str | Path, fmt: str, labels: np.ndarray, folds, results: list[dict],
-                threshold: float) -> dict:
-    """The `pairs` block: what was read, the reference threshold, and per backend (reference first)
-    accuracy, auc, eer, threshold and decision_agreement."""
+                threshold: float, embedding_output: str | None = None) -> dict:
+    """The `pairs` block: what was read, which output holds the embedding, the reference threshold,
+    and per backend (reference first) accuracy, auc, eer, threshold and decision_agreement."""
     return {
         "source": str(source),
         "format": fmt,
+        "embedding_output": embedding_output,
         "count": int(len(labels)),
         "same": int(np.sum(labels)),
         "folds": None if folds is None else len(folds),
@@ -181,8 +182,9 @@ def outputs_table(report: dict) -> Table:
 def model_card_table(pairs: dict) -> Table:
     """The pairs "model card": one row per backend (reference first), verification measures as columns."""
     folds = f", {pairs['folds']}-fold accuracy" if pairs.get("folds") else ""
-    table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds})"),
-                  title_justify="left")
+    output = f", embeddings from output {pairs['embedding_output']}" if pairs.get("embedding_output") else ""
+    table = Table(title=escape(f"pairs {pairs['source']} ({pairs['count']} pairs, {pairs['same']} same{folds}"
+                               f"{output})"), title_justify="left")
     for name in ("backend", "precision", "path", "accuracy", "AUC", "EER", "threshold", "agreement"):
         table.add_column(name, justify="left" if name in ("backend", "precision", "path") else "right")
     for row in pairs["results"]:
@@ -231,6 +233,28 @@ def localize_table(candidate: dict) -> Table | Text:
     return table
 
 
+def localize_outputs_table(candidate: dict) -> Table | None:
+    """A model with several outputs: per output, its verdict and the first divergent layer it depends on
+    (where that output's error appears); None for a single output or no localisation."""
+    block = candidate["localize"]
+    outputs = block.get("outputs") or []
+    if len(outputs) < 2 or not block.get("layers"):
+        return None
+    table = Table(title=escape(f"localize {candidate['backend']} {candidate['path']} per output: the first layer "
+                               f"beyond the limit that each output depends on"), title_justify="left")
+    for column in ("output", "result", "first divergence (TensorFlow node)", "op", "max|Δ|/max|ref|", "layers"):
+        table.add_column(column, justify="right" if column.startswith(("max", "layers")) else "left",
+                         overflow="fold")
+    for row in outputs:
+        first = row.get("first_divergence")
+        verdict = {True: Text("PASS", style="bold green"), False: Text("FAIL", style="bold red")}.get(row.get("pass"),
+                                                                                                   Text(""))
+        style = "bold red" if first is not None and row.get("pass") is False else ""
+        table.add_row(Text(row["name"]), verdict, Text(first["layer"] if first else "none", style=style),
+                      first["op"] if first else "", _fmt(first["rel"]) if first else "", str(row["matched"]))
+    return table
+
+
 def _short(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -243,6 +267,9 @@ def render(report: dict, console: Console) -> None:
     for candidate in report["candidates"]:
         if candidate.get("localize"):
             console.print(localize_table(candidate))
+            per_output = localize_outputs_table(candidate)
+            if per_output is not None:
+                console.print(per_output)
     if report.get("pairs"):
         console.print(model_card_table(report["pairs"]))
     verdict = "[bold green]PASS[/]: every candidate is within tolerance" if report["pass"] else \

@@ -15,6 +15,7 @@ from facecvt.core.targets import PRECISIONS, TARGETS, legal_names
 from facecvt.validate.artifacts import artifact_precision, default_runner_options, quantization_record
 from facecvt.validate.compare import (EmbeddingComparator, OutputComparator, OutputTolerances, Tolerances,
                                       infer_output_kind)
+from facecvt.validate.embedding_output import embedding_by_shape, requested_embedding
 from facecvt.validate.localize import localize as localize_candidate
 from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
 from facecvt.validate.pairs import Pairs, read_pairs
@@ -190,9 +191,14 @@ def _inputs_block(inputs: InputSpec, paths, pairs: Pairs | None, shape_hwc) -> d
 
 
 class _PairEmbeddings:
-    """Keeps, per backend, only the embeddings of the images the pairs name (in input order)."""
+    """Keeps, per backend, only the embeddings of the images the pairs name (in input order).
 
-    def __init__(self, pairs: Pairs, paths: list[Path], n_backends: int):
+    `index` is the reference output that holds the embedding (see `validate.embedding_output`);
+    None until a model with several outputs has its first batch, whose shapes then decide.
+    """
+
+    def __init__(self, pairs: Pairs, paths: list[Path], n_backends: int, index: int | None = 0):
+        self.index = index
         left, right = pairs.index_pairs(paths, resolve=True)
         self.keep = np.zeros(len(paths), dtype=bool)
         self.keep[left] = self.keep[right] = True
@@ -208,6 +214,15 @@ class _PairEmbeddings:
             rows.append(emb[keep])
         self.done += len(embeddings[0])
 
+    def add_outputs(self, reference: list, candidates: list, orders: list, names: list, model: str) -> None:
+        """One batch of a model with several outputs: the embedding output of the reference and of each
+        candidate (`orders`: where each candidate holds each reference output, see `match_outputs`)."""
+        if self.index is None:
+            self.index = embedding_by_shape(names, [out.shape for out in reference], model)
+        index = self.index
+        flat = lambda out: out.reshape(len(out), -1)  # noqa: E731
+        self.add([flat(reference[index])] + [flat(got[order[index]]) for got, order in zip(candidates, orders)])
+
     def distances(self, index: int) -> np.ndarray:
         """Squared-L2 distance of every pair with the embeddings of backend `index`."""
         return metrics.pair_distances(np.concatenate(self.rows[index]), self.left, self.right)
@@ -222,9 +237,11 @@ def _roc_points(dist: np.ndarray, labels, most: int = 201) -> dict:
     return {"far": far.tolist(), "tar": tar.tolist()}
 
 
-def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str, str]], kept: _PairEmbeddings) -> dict:
+def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str, str]], kept: _PairEmbeddings,
+                  embedding_output: str) -> dict:
     """Seed 002's model card: verification measures per backend and precision (the fp32 reference
-    first) and each one's decision agreement with the reference at the reference's threshold."""
+    first) and each one's decision agreement with the reference at the reference's threshold, on
+    the reference output `embedding_output`."""
     labels = pairs.labels
     dists = [kept.distances(i) for i in range(len(backends))]
     ref_threshold = metrics.best_threshold(dists[0], labels)[0]
@@ -236,21 +253,29 @@ def _pairs_result(pairs: Pairs, backends: list[tuple[str, Path, str, str]], kept
         row["decision_agreement"] = metrics.decision_agreement(dists[0], dist, ref_threshold)
         row["roc"] = _roc_points(dist, labels)
         results.append(row)
-    return pairs_block(pairs.source, pairs.format, labels, pairs.folds, results, ref_threshold)
+    return pairs_block(pairs.source, pairs.format, labels, pairs.folds, results, ref_threshold, embedding_output)
 
 
-def _localized(reference, runner, sample: np.ndarray, precision: str) -> dict:
-    """The `localize` block of one candidate, or {available: False, reason} when a runtime cannot say."""
+def _localized(reference, runner, sample: np.ndarray, precision: str, rows: list[dict]) -> dict:
+    """The `localize` block of one candidate, or {available: False, reason} when a runtime cannot say.
+
+    Each of its `outputs` gets the `pass` of the candidate's row for that output (`rows`), so the
+    report can show where each failing output's error appears.
+    """
     if not hasattr(reference, "layers"):
         return {"available": False, "reason": f"the reference {reference.describe()} has no layers to compare with"}
     try:
-        return {"available": True, **localize_candidate(reference, runner, sample, precision)}
+        block = {"available": True, **localize_candidate(reference, runner, sample, precision)}
     except (FacecvtError, NotImplementedError) as exc:
         return {"available": False, "reason": str(exc)}
+    passed = {row["name"]: row["pass"] for row in rows}
+    for output in block["outputs"]:
+        output["pass"] = passed.get(output["name"])
+    return block
 
 
 class _Sample:
-    """The first `size` inputs of the run, kept for localisation."""
+    """The first `size` inputs of the run (of its first input size), kept for localisation."""
 
     def __init__(self, size: int):
         self.size = size
@@ -258,6 +283,8 @@ class _Sample:
         self.count = 0
 
     def add(self, batch: np.ndarray) -> None:
+        if self.rows and batch.shape[1:] != self.rows[0].shape[1:]:
+            return  # the next --sizes size: the first one's inputs are enough
         if self.count < self.size:
             self.rows.append(batch[:self.size - self.count].copy())
             self.count += len(self.rows[-1])
@@ -269,28 +296,32 @@ class _Sample:
 def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], inputs: InputSpec,
            pairs: Pairs | str | Path | None = None, tolerances: dict | None = None,
            progress: Progress | None = None, localize: bool | None = None, localize_inputs: int = 4,
-           reference_options: dict | None = None, output_kinds: dict | None = None) -> dict:
+           reference_options: dict | None = None, output_kinds: dict | None = None,
+           embedding_output: str | None = None) -> dict:
     """Run every input through the reference and each candidate and return the report dict.
 
     A reference with several outputs (a detector) has each output of each candidate compared on its
     own (matched by name, see `match_outputs`), with tolerances by precision and by what the output
     holds (`output_kinds`: {output: 'prob'|'box'|'landmarks'|'embedding'|'tensor'}, default from
     its name): the candidate gets an `outputs` list, one row per output. `reference_options` open
-    the reference (input_name, output_name, input_shape for TensorFlow). `inputs.sizes` runs a
-    free-size model at each (H, W).
+    the reference (input_name, output_name, input_shape, signature, custom_objects for TensorFlow).
+    `inputs.sizes` runs a free-size model at each (H, W).
 
     `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
     (backend, path, precision) or (backend, path, precision, runner options); a missing precision
     is read from the artifact, missing runner options open it as users do (OpenCV with its .pbtxt).
     `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
-    None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block.
+    None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block,
+    computed on the output `embedding_output` names (default: see `validate.embedding_output`).
     Only embeddings of pair images are kept; everything else is compared batch by batch.
     `localize`: True localises every candidate, None (default) only the failing ones, False none;
-    a localised candidate gets a `localize` block (see `facecvt.validate.localize`), computed on
-    the first `localize_inputs` inputs.
+    a localised candidate gets a `localize` block (see `facecvt.validate.localize`, one first
+    divergence per output too), computed on the first `localize_inputs` inputs.
     """
     if not candidates:
         raise FacecvtError("give at least one candidate artifact to compare with the reference")
+    if embedding_output and pairs is None:
+        raise FacecvtError("--embedding-output names the output --pairs compares; give --pairs FILE too")
     if pairs is not None and not isinstance(pairs, Pairs):
         pairs = read_pairs(pairs, inputs.images)
     chosen = _candidates(candidates, tolerances)
@@ -305,23 +336,19 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
             ref_runner = stack.enter_context(_open(reference[0], reference[1], reference_options))
         cand_runners = [stack.enter_context(_open(c.backend, c.path, c.options)) for c in chosen]
         shape_hwc = _image_shape(ref_runner, cand_runners)
-        multi = len(ref_runner.output_names) > 1
-        if multi and pairs is not None:
-            raise FacecvtError(f"--pairs compares face embeddings, but {reference[1]} has "
-                               f"{len(ref_runner.output_names)} outputs; choose the embedding with --output NAME")
+        kept = None
+        if pairs is not None:
+            index = requested_embedding(ref_runner.output_names, embedding_output, str(ref_runner.path))
+            kept = _PairEmbeddings(pairs, paths, len(chosen) + 1, index)
         sizes = _sizes(inputs, shape_hwc)
-        if multi:
-            entries = _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, sizes,
-                                      output_kinds, progress, sample)
-            kept = None
-        else:
-            entries, kept = _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, pairs, shape_hwc,
-                                               sizes, progress, sample, localize)
+        verify_path = _verify_outputs if len(ref_runner.output_names) > 1 else _verify_embeddings
+        entries = verify_path(ref_runner, chosen, cand_runners, inputs, paths, kept, shape_hwc, sizes, progress,
+                              sample, localize, output_kinds)
     block = None
     if kept is not None:
         backends = [(reference[0], Path(reference[1]), ref_runner.executed_by, "fp32")] + [
             (c.backend, c.path, runner.executed_by, c.precision) for c, runner in zip(chosen, cand_runners)]
-        block = _pairs_result(pairs, backends, kept)
+        block = _pairs_result(pairs, backends, kept, ref_runner.output_names[kept.index])
     block_inputs = _inputs_block(inputs, paths, pairs, shape_hwc)
     if sizes != [None]:
         block_inputs["sizes"] = [list(size) for size in sizes]
@@ -379,12 +406,12 @@ def _size_batches(inputs: InputSpec, paths, shape_hwc, sizes):
             yield shape[:2], batch
 
 
-def _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, pairs, shape_hwc, sizes, progress, sample,
-                       localize):
-    """The single-output path: one embedding comparator per candidate (and the pairs' embeddings)."""
+def _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, kept, shape_hwc, sizes, progress, sample,
+                       localize, output_kinds=None):
+    """The single-output path: one embedding comparator per candidate (and the pairs' embeddings in
+    `kept`); `output_kinds` do not apply (the one output is judged as an embedding)."""
     comparators = [EmbeddingComparator(c.tolerances) for c in chosen]
     total = (len(paths) if paths is not None else inputs.random) * len(sizes)
-    kept = _PairEmbeddings(pairs, paths, len(chosen) + 1) if pairs is not None else None
     done = 0
     for _, batch in _size_batches(inputs, paths, shape_hwc, sizes):
         sample.add(batch)
@@ -412,9 +439,9 @@ def _verify_embeddings(ref_runner, chosen, cand_runners, inputs, paths, pairs, s
         entry["dimension"] = dimension
         entry["outputs"] = [_embedding_row(ref_runner, runner, entry)]
         if localize or (localize is None and not entry["pass"]):
-            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision)
+            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision, entry["outputs"])
         entries.append(entry)
-    return entries, kept
+    return entries
 
 
 def _embedding_row(ref_runner, runner, entry: dict) -> dict:
@@ -425,9 +452,10 @@ def _embedding_row(ref_runner, runner, entry: dict) -> dict:
             "tolerances": entry.get("tolerances"), "pass": entry["pass"], "failed": entry["failed"]}
 
 
-def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, sizes, output_kinds, progress,
-                    sample):
-    """Several outputs: each output of each candidate compared on its own, judged by its kind."""
+def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, kept, shape_hwc, sizes, progress, sample,
+                    localize, output_kinds):
+    """Several outputs: each output of each candidate compared on its own, judged by its kind; the
+    embedding output of every backend kept for the pairs in `kept`."""
     names = ref_runner.output_names
     kinds = [(output_kinds or {}).get(name) or infer_output_kind(name) for name in names]
     orders = [match_outputs(names, runner.output_names, runner.describe()) for runner in cand_runners]
@@ -438,11 +466,16 @@ def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, 
     total = (len(paths) if paths is not None else inputs.random) * len(sizes)
     done = 0
     for size_hw, batch in _size_batches(inputs, paths, shape_hwc, sizes):
+        sample.add(batch)
         reference = _run(ref_runner, batch)
+        candidates = []
         for runner, order, outputs in zip(cand_runners, orders, comparators):
             got = _run(runner, batch)
             for comparator, ref, index in zip(outputs, reference, order):
                 comparator.update(ref, got[index], size_hw)
+            candidates.append(got)
+        if kept is not None:
+            kept.add_outputs(reference, candidates, orders, names, str(ref_runner.path))
         done += batch.shape[0]
         if progress is not None:
             progress(done, total)
@@ -453,6 +486,8 @@ def _verify_outputs(ref_runner, chosen, cand_runners, inputs, paths, shape_hwc, 
         entry = candidate_entry(candidate.backend, candidate.path, candidate.precision,
                                 {"count": outputs[0].values.count, "pass": not failed, "failed": failed,
                                  "outputs": rows}, runner.executed_by)
+        if localize or (localize is None and not entry["pass"]):
+            entry["localize"] = _localized(ref_runner, runner, sample.array(), candidate.precision, rows)
         entries.append(entry)
     return entries
 
@@ -483,16 +518,23 @@ def parse_output_kinds(items) -> dict:
     return kinds
 
 
+# how a TensorFlow reference is opened (TensorFlowRunner's keywords, load_model's) -> the option that sets it
+REFERENCE_OPTIONS = {"input_name": "--input", "output_name": "--output", "input_shape": "--input-shape",
+                     "signature": "--signature", "custom_objects": "--custom-objects"}
+
+
 def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, pairs=None,
                  tolerances: dict | None = None, progress: Progress | None = None, localize: bool | None = None,
                  localize_inputs: int = 4, backend_options: dict | None = None,
-                 reference_options: dict | None = None, output_kinds: dict | None = None) -> dict:
+                 reference_options: dict | None = None, output_kinds: dict | None = None,
+                 embedding_output: str | None = None) -> dict:
     """`verify` on command-line specs: REFERENCE and CANDIDATE are PATH or BACKEND=PATH.
 
     Every argument is checked (one input source, every path exists) before a runtime is loaded.
     `backend_options` adds runner options per backend (`{"opencv": {"engine": "classic"}}`) to the
     options a candidate is opened with as users open it; `reference_options` open a TensorFlow
-    reference (input_name, output_name, input_shape); `output_kinds` see `verify`.
+    reference as `load_model` reads any input (input_name, output_name, input_shape, signature,
+    custom_objects: the keys of REFERENCE_OPTIONS); `output_kinds` and `embedding_output` see `verify`.
     """
     if inputs.images is None and inputs.random is None and pairs is None:
         raise FacecvtError("give inputs: --images DIR (face images), --random N, or --pairs FILE")
@@ -508,9 +550,13 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
     extra = backend_options or {}
     parsed = [(b, p, None, {**default_runner_options(b, p), **extra[b]}) if b in extra else (b, p) for b, p in parsed]
     options = {k: v for k, v in (reference_options or {}).items() if v}
+    unknown = set(options) - set(REFERENCE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reference option(s) {sorted(unknown)}; known: {sorted(REFERENCE_OPTIONS)}")
     if options and ref_backend != "tensorflow":
-        raise FacecvtError(f"--input/--output/--input-shape choose tensors of a TensorFlow reference; "
-                           f"{ref_path} is run by {ref_backend}")
+        flags = "/".join(REFERENCE_OPTIONS[k] for k in REFERENCE_OPTIONS if k in options)
+        raise FacecvtError(f"{flags} read{'s' if len(options) == 1 else ''} a TensorFlow or Keras reference "
+                           f"(.pb, checkpoint or SavedModel folder, .keras, .h5); {ref_path} is run by {ref_backend}")
     return verify((ref_backend, ref_path), parsed, inputs, pairs=pairs, tolerances=tolerances, progress=progress,
                   localize=localize, localize_inputs=localize_inputs, reference_options=options,
-                  output_kinds=output_kinds)
+                  output_kinds=output_kinds, embedding_output=embedding_output)
