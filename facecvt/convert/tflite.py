@@ -12,7 +12,7 @@ import numpy as np
 
 from facecvt.convert.calibration import first_images
 from facecvt.core.errors import FacecvtError
-from facecvt.core.frozen import FrozenGraph, concrete_function
+from facecvt.core.frozen import FrozenGraph
 from facecvt.core.tf_env import import_tf
 
 
@@ -46,6 +46,20 @@ def representative_dataset(calibration, frozen: FrozenGraph):
             raise FacecvtError("the calibration set is empty; pass --calibration DIR with face images")
 
     return samples
+
+
+def graph_converter(frozen: FrozenGraph):
+    """The TFLite converter of the frozen GraphDef itself (the TF1 API; -1 marks a free dimension).
+
+    The TF2 route (a concrete function wrapping the graph) makes the converter run TensorFlow's
+    graph optimizers and freeze the function again first: on the released FaceNet 8.1 s and 2.8 GB
+    peak against 3.0 s and 1.5 GB here, for the same flatbuffer. The graph is already frozen and folded.
+    """
+    tf = import_tf()
+    shape = [-1 if size is None else int(size) for size in frozen.input_shape]
+    return tf.compat.v1.lite.TFLiteConverter(frozen.graph_def, None, None,
+                                              input_arrays_with_shape=[(frozen.input_name, shape)],
+                                              output_arrays=list(frozen.output_names))
 
 
 def configure(converter, precision: str, calibration, frozen: FrozenGraph) -> None:
@@ -151,9 +165,7 @@ def _error_account(frozen: FrozenGraph, int8_path: Path, calibration, probe) -> 
     """The int8 model's worst layers by SQNR against an fp32 conversion, on the calibration images."""
     import tempfile
 
-    tf = import_tf()
-    function, wrapped = concrete_function(frozen)
-    fp32 = _convert(tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped), "fp32", frozen)
+    fp32 = _convert(graph_converter(frozen), "fp32", frozen)
     with tempfile.TemporaryDirectory(prefix="facecvt-tflite-") as work:
         fp32_path = Path(work) / "fp32.tflite"
         fp32_path.write_bytes(fp32)
@@ -210,9 +222,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     if precision == "int8" and calibration is None:
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
                            "(a folder of face crops like the ones the model will see)")
-    tf = import_tf()
-    function, wrapped = concrete_function(frozen)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], wrapped)
+    converter = graph_converter(frozen)
     configure(converter, precision, calibration, frozen)
     if keep_float and precision != "int8":
         raise FacecvtError("--keep-float applies to int8 exports only")
