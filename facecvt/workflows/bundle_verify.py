@@ -72,6 +72,14 @@ class ArtifactVerifier:
 
         report = verify(self.reference, [(backend, path, precision)], self.inputs, pairs=self.pairs)
         self.reports[key] = report
+        # every reference output is remembered now: free the runtime while later artifacts convert
+        # (it is reopened if a later check needs it, e.g. to localise a failure)
+        release = getattr(self.reference, "release", None)  # the wrapped runner's, if it has one
+        if release is not None:
+            release()
+        from facecvt.core.memory import return_free_memory
+
+        return_free_memory()  # the candidate's runtime, closed by verify
         return report["candidates"][0]
 
     def report(self, keys) -> dict:
