@@ -73,3 +73,37 @@ def test_every_backend_finds_the_tensorflow_pipelines_faces(released_bundle, pip
         assert row["max_landmark_px"] <= ISSUE_LIMITS["max_landmark_px"], backend
         assert row["min_cosine"] >= ISSUE_LIMITS["min_cosine"], backend
         assert row["pass"] and row["failed"] == [], backend
+
+
+def test_a_broken_detector_net_fails_verify_pipeline_and_is_named(released_bundle, pipeline_images, tmp_path):
+    """A copy of the bundle's ONNX pipeline whose P-Net has one mid-network convolution scaled by 3 %
+    (tests/_broken_artifacts.py): verify --pipeline exits 1 and names pnet; the other nets pass."""
+    from _broken_artifacts import broken_copy
+
+    from facecvt.core.model import load_model
+    from facecvt.graph_ops.pipeline import freeze
+    from facecvt.samples.mtcnn import write_mtcnn
+
+    manifest = json.loads((released_bundle / "manifest.json").read_text())
+    entry = next(e for e in manifest["pipeline"]["artifacts"] if e["backend"] == "onnxruntime")
+    manifest["pipeline"]["artifacts"] = [entry]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    for key in ("embedder", "rnet", "onet"):
+        (broken / entry[key]).symlink_to(released_bundle / entry[key])
+    pnet = freeze(load_model(write_mtcnn("pnet", tmp_path / "pnet.pb", shared_folder("mtcnn")))).frozen
+    _, conv = broken_copy(released_bundle / entry["pnet"], pnet, "scaled", broken / entry["pnet"])
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(pipeline_images[0] / "four_grey.png", images)
+
+    result, report = verify_pipeline(broken, images, tmp_path / "v.json", tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "onnxruntime fp32 (" in result.stderr and "pnet" in result.stderr.split("onnxruntime fp32 (")[1]
+    row = report["backends"][0]
+    print(f"\n{conv} scaled by 1.03: faces matched {row['matched']}, missed {row['missed']}, added "
+          f"{row['added']}; failed {row['failed']}; pnet: {row['nets']['pnet']['failed']}")
+    assert "pnet" in row["failed"] and not row["pass"] and not report["pass"]
+    assert not row["nets"]["pnet"]["pass"]
+    assert all(row["nets"][net]["pass"] for net in ("rnet", "onet", "embedder"))
