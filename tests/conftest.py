@@ -244,13 +244,17 @@ def boxes_on_crops(boxes, crops: dict) -> dict:
 RELEASED_BUNDLE_TARGETS = ("opencv", "onnx", "tflite", "coreml")  # every target, fp32 (export's default)
 
 
+def facecvt_env() -> dict:
+    """The environment of a `python -m facecvt` subprocess: this working copy first on the path."""
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def run_facecvt(*args, cwd: Path = REPO, timeout: float = 1800) -> "subprocess.CompletedProcess":
-    """`python -m facecvt ARGS` in a subprocess, as a user runs it (this working copy first on the path)."""
+    """`python -m facecvt ARGS` in a subprocess, as a user runs it."""
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "facecvt", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "facecvt", *map(str, args)], cwd=cwd, env=facecvt_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
