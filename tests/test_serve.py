@@ -1,4 +1,8 @@
-"""`facecvt serve` in a subprocess on 127.0.0.1, talked to with httpx: the API, bad requests, restarts."""
+"""`facecvt serve BUNDLE` in a subprocess on 127.0.0.1, talked to with httpx: the API, bad requests, restarts.
+
+BUNDLE is the released pipeline bundle (tests/conftest.py: the released FaceNet and ../shared/mtcnn exported
+to every target), served on its default backend (ONNX Runtime, detector and embedder): issue 15's "done when".
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO, boxes_on_crops, face_on_canvas, four_faces_canvas, shared_folder
+from conftest import REPO, boxes_on_crops, face_on_canvas, faces_canvas, facecvt_env, shared_folder
 
 
 pytestmark = pytest.mark.slow
@@ -44,7 +48,7 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m facecvt serve MODEL --index DIR` on a free port; start, kill, start again."""
+    """`python -m facecvt serve BUNDLE --index DIR` on a free port; start, kill, start again."""
 
     def __init__(self, model: Path, index_dir: Path, log: Path, *extra: str):
         self.model, self.index_dir, self.log, self.extra = model, index_dir, log, extra
@@ -54,12 +58,10 @@ class Server:
     def start(self, timeout: float = 240) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "FACECVT_MTCNN": str(shared_folder("mtcnn"))}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "facecvt", "serve", str(self.model), "--port", str(port),
              "--index", str(self.index_dir), *self.extra],
-            env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+            env=facecvt_env(), stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the server exited: {self.log.read_text()[-2000:]}"
@@ -83,9 +85,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(facenet_onnx, tmp_path_factory):
+def server(released_bundle, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
-    running = Server(facenet_onnx, folder / "index", folder / "server.log", "--max-upload-mb", "2")
+    running = Server(released_bundle, folder / "index", folder / "server.log", "--max-upload-mb", "2")
     running.start()
     yield running
     running.stop()
@@ -114,19 +116,43 @@ def identities(pairs):
 
 def test_health_and_openapi(server):
     health = httpx.get(server.url + "/health").json()
-    assert health["status"] == "ok" and health["backend"] == "onnxruntime" and health["embedding_size"] == 512
-    assert isinstance(health["faces"], int)
+    assert health["status"] == "ok" and health["embedding_size"] == 512 and isinstance(health["faces"], int)
+    assert health["backend"] == health["detector_backend"] == "onnxruntime"  # the bundle's nets, not TensorFlow's
+    assert {k: Path(v).name for k, v in health["pipeline"]["detector_files"].items()} == \
+        {"pnet": "pnet.onnx", "rnet": "rnet.onnx", "onet": "onet.onnx"}
+    assert Path(health["model"]).name == "facenet_raw.onnx"
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     assert {"/health", "/vectorize", "/register", "/search", "/faces/{face_id}"} <= set(paths)
 
 
+# four different crops, 100-160 px, on a 640x480 grey image
+FOUR_FACES = {"img1.png": (30, 40, 160), "img10.png": (420, 30, 130), "img20.png": (80, 300, 110),
+              "img30.png": (430, 320, 140)}
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
 def test_vectorize_four_faces_on_their_crops(server):
-    canvas, crops = four_faces_canvas()
+    """Exactly four faces, one on each crop: its box's centre inside the crop, IoU with the crop >= 0.5
+    (a crop is the face box enlarged by 20 %, so a face box covers ~0.7 of it: measured 0.67-0.76)."""
+    canvas, crops = faces_canvas(FOUR_FACES)
     answer = server.post("/vectorize", jpeg_bytes(canvas), filename="canvas.jpg")
     assert answer.status_code == 200, answer.text
     faces = answer.json()
     assert len(faces) == 4
-    assert sorted(boxes_on_crops([f["box"] for f in faces], crops)) == sorted(crops)
+    on = {}
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        centre = ((x1 + x2) / 2, (y1 + y2) / 2)
+        inside = [n for n, r in crops.items() if r[0] <= centre[0] < r[2] and r[1] <= centre[1] < r[3]]
+        assert len(inside) == 1, (face["box"], crops)
+        on[inside[0]] = round(iou(face["box"], crops[inside[0]]), 3)
+    print(f"\nIoU of each face box with its crop: {on}")
+    assert sorted(on) == sorted(crops) and min(on.values()) >= 0.5, on
     for face in faces:
         assert len(face["landmarks"]) == 5 and len(face["vector"]) == 512 and face["score"] > 0.99
         assert abs(np.linalg.norm(face["vector"]) - 1) < 1e-4
@@ -166,7 +192,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, crops):
 
 
 def test_register_one_of_each_pair_and_search_with_the_other(server, crops):
-    """Each crop padded onto a noise canvas; >= 95 % of the same-person pairs find the right name first."""
+    """Each crop padded onto a noise canvas; >= 95 % of the same-person pairs find the right name first
+    (measured with the released weights: 38 / 38)."""
     with open(shared_folder("faces") / "pairs.csv") as handle:
         same = [(r["left"], r["right"]) for r in csv.DictReader(handle) if r["same"] == "1"]
     assert len(same) >= 30
@@ -190,11 +217,13 @@ def test_register_one_of_each_pair_and_search_with_the_other(server, crops):
         distances = [m["distance"] for m in found[0]["matches"]]
         assert distances == sorted(distances)
         right_first += found[0]["matches"][0]["name"] == person(right)
-    assert right_first >= 0.95 * len(same), f"{right_first}/{len(same)} found the right name first"
+    print(f"\nright name first: {right_first}/{len(same)} = {right_first / len(same):.3f} of the same-person pairs")
+    assert right_first / len(same) >= 0.95, f"{right_first}/{len(same)} found the right name first"
     server.registered = registered
 
 
 def test_restart_after_a_kill_keeps_every_acknowledged_face(server, crops):
+    """SIGKILL right after an acknowledged registration, restart, SIGTERM, restart: every face is found."""
     before = httpx.get(server.url + "/health").json()["faces"]
     answer = server.post("/register", png_bytes(face_on_canvas(crops["img30.png"], seed=7)), name="late")
     assert answer.status_code == 200
@@ -211,6 +240,8 @@ def test_restart_after_a_kill_keeps_every_acknowledged_face(server, crops):
     server.stop()  # a clean stop saves the graph; the next start loads it as is
     server.start()
     assert httpx.get(server.url + "/health").json()["faces"] == before + 1
-    for name, face_id in list(getattr(server, "registered", {}).items())[:3]:
+    registered = getattr(server, "registered", {})
+    assert registered, "run with the pairs test: it registers the faces looked for here"
+    for name, face_id in registered.items():  # every face registered before the two restarts
         match = server.post("/search", png_bytes(face_on_canvas(crops[name], seed=11)), k=1).json()[0]["matches"][0]
-        assert match["id"] == face_id
+        assert match["id"] == face_id, (name, match)

@@ -1,7 +1,8 @@
 """MTCNN face detection (Zhang et al. 2016) over three detector nets, written once in NumPy.
 
 Image pyramid -> P-Net proposals (NMS per scale, then across scales) -> box calibration and
-square-ing -> R-Net refinement -> O-Net refinement with five landmarks -> final NMS. The nets are
+square-ing -> R-Net refinement -> O-Net refinement with five landmarks -> final NMS. Thresholds apply
+to the face probability; NMS and the order of the faces rank by its log-odds (`face_logit`). The nets are
 any objects with `run(batch) -> [prob, box(, landmarks)]` (`detector_nets.DetectorNet`): runners of
 the TensorFlow sample graphs (`samples.mtcnn`) or of exported artifacts, outputs mapped by name.
 
@@ -64,6 +65,7 @@ class Detection:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     score: float
     landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, left and right mouth corners (image left/right)
+    logit: float  # the score's log-odds (`face_logit`): what faces are ranked by
 
 
 @dataclass
@@ -86,10 +88,24 @@ def pyramid_scales(height: int, width: int, config: DetectorConfig) -> list[floa
     return scales
 
 
+def face_logit(prob: np.ndarray) -> np.ndarray:
+    """Log-odds log(p_face / p_background) of a net's (..., 2) softmax output, in float64.
+
+    What the detector ranks proposals by. A clear face's probability rounds to 1.0 in float32 (or to
+    0.99999988, one step below), so many proposals of one face tie on it and which one NMS keeps would
+    be decided by the last bit a runtime computes, moving the final box (measured on the released
+    weights: OpenCV-DNN's box at IoU 0.92 with TensorFlow's). The background probability of the same
+    softmax is small but not rounded away, so the log-odds still order those proposals; elsewhere they
+    order as the probability does. Probabilities of exactly 0 count as 1e-45 (float32's smallest).
+    """
+    p = np.maximum(np.asarray(prob, dtype=np.float64), 1e-45)
+    return np.log(p[..., 1]) - np.log(p[..., 0])
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first.
 
-    `mode` "union": overlap = IoU; "min": intersection over the smaller box.
+    `mode` "union": overlap = IoU; "min": intersection over the smaller box. `scores` only rank.
     """
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -161,7 +177,7 @@ class MtcnnDetector:
         return out[0].transpose(1, 0, 2) if self.config.input_transposed else out[0]
 
     def _proposals(self, image: np.ndarray) -> np.ndarray:
-        """(K, 5) boxes and scores proposed by P-Net over the pyramid."""
+        """(K, 6) boxes, scores and log-odds proposed by P-Net over the pyramid."""
         c = self.config
         height, width = image.shape[:2]
         found = []
@@ -169,7 +185,8 @@ class MtcnnDetector:
             hs, ws = int(np.ceil(height * scale)), int(np.ceil(width * scale))
             scaled = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
             outputs = self.pnet.run(self._net_input(scaled[None]))
-            prob = self._pnet_output(outputs[0])[:, :, 1]
+            probs = self._pnet_output(outputs[0])
+            prob = probs[:, :, 1]
             offsets = self._pnet_output(outputs[1])
             ys, xs = np.nonzero(prob >= c.thresholds[0])
             if not len(ys):
@@ -178,16 +195,17 @@ class MtcnnDetector:
             cells[:, 2:] += PNET_CELL
             boxes = calibrate(cells / scale, offsets[ys, xs].astype(np.float64))
             scores = prob[ys, xs].astype(np.float64)
-            keep = nms(boxes, scores, c.nms_pnet_scale)
-            found.append(np.column_stack([boxes[keep], scores[keep]]))
+            logits = face_logit(probs[ys, xs])
+            keep = nms(boxes, logits, c.nms_pnet_scale)
+            found.append(np.column_stack([boxes[keep], scores[keep], logits[keep]]))
         if not found:
-            return np.zeros((0, 5))
+            return np.zeros((0, 6))
         boxes = np.concatenate(found)
-        keep = nms(boxes[:, :4], boxes[:, 4], c.nms_pnet_all)
+        keep = nms(boxes[:, :4], boxes[:, 5], c.nms_pnet_all)
         return boxes[keep]
 
     def _refine(self, net, image, boxes, size, threshold):
-        """Run R- or O-Net on the squared boxes; keep those above threshold. -> (boxes, scores, outputs)."""
+        """Run R- or O-Net on the squared boxes; keep those above threshold. -> (boxes, scores, logits, outputs)."""
         squared = square(boxes[:, :4])
         outputs = None
         for start in range(0, len(squared), REFINE_BATCH):
@@ -196,7 +214,7 @@ class MtcnnDetector:
             outputs = chunk if outputs is None else [np.concatenate([a, b]) for a, b in zip(outputs, chunk)]
         scores = outputs[0][:, 1].astype(np.float64)
         keep = scores >= threshold
-        return squared[keep], scores[keep], [o[keep] for o in outputs]
+        return squared[keep], scores[keep], face_logit(outputs[0][keep]), [o[keep] for o in outputs]
 
     def detect(self, image: np.ndarray) -> Detections:
         image = np.asarray(image)
@@ -207,20 +225,21 @@ class MtcnnDetector:
         boxes = self._proposals(image)
         result.stages["pnet"] = len(boxes)
         if len(boxes):
-            squared, scores, outputs = self._refine(self.rnet, image, boxes, 24, c.thresholds[1])
+            squared, scores, logits, outputs = self._refine(self.rnet, image, boxes, 24, c.thresholds[1])
             boxes = calibrate(squared, outputs[1].astype(np.float64))
-            keep = nms(boxes, scores, c.nms_rnet)
+            keep = nms(boxes, logits, c.nms_rnet)
             boxes = np.column_stack([boxes[keep], scores[keep]])
         result.stages["rnet"] = len(boxes)
         if len(boxes):
-            squared, scores, outputs = self._refine(self.onet, image, boxes, 48, c.thresholds[2])
+            squared, scores, logits, outputs = self._refine(self.onet, image, boxes, 48, c.thresholds[2])
             points = outputs[2].astype(np.float64)
             side = (squared[:, 2] - squared[:, 0])[:, None]
             landmarks = np.stack([squared[:, :1] + points[:, :5] * side,
                                   squared[:, 1:2] + points[:, 5:] * side], axis=2)
             boxes = calibrate(squared, outputs[1].astype(np.float64))
-            keep = nms(boxes, scores, c.nms_onet_min, mode="min")
+            keep = nms(boxes, logits, c.nms_onet_min, mode="min")
             result.faces = [Detection(box=boxes[i].astype(np.float32), score=float(scores[i]),
-                                      landmarks=landmarks[i].astype(np.float32)) for i in keep]
+                                      landmarks=landmarks[i].astype(np.float32), logit=float(logits[i]))
+                            for i in keep]
         result.stages["onet"] = len(result.faces)
         return result

@@ -95,8 +95,8 @@ class FacePipeline:
         return np.asarray(self.embedder.embed(preprocess_batch(crops_uint8, self.config.preprocess)), np.float32)
 
     def faces(self, image: np.ndarray) -> list[Face]:
-        """Every face in an RGB uint8 image, best detection score first."""
-        detections = sorted(self.detector.detect(image).faces, key=lambda d: -d.score)
+        """Every face in an RGB uint8 image, best detection first (by the score's log-odds: ties at 1.0 too)."""
+        detections = sorted(self.detector.detect(image).faces, key=lambda d: -d.logit)
         if self.config.max_faces:
             detections = detections[:self.config.max_faces]
         vectors = self.embed_aligned(self.aligned(image, detections))

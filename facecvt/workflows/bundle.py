@@ -188,7 +188,8 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     manifest = {
         "facecvt": __version__,
         "created_unix": int(time.time()),
-        "source": {"path": str(model.path), "kind": model.kind, "sha256": sha256(model.path)},
+        # absolute: verify --pipeline reopens the source model from wherever it runs
+        "source": {"path": str(Path(model.path).absolute()), "kind": model.kind, "sha256": sha256(model.path)},
         "versions": versions(),
         "inputs": report["inputs"],
         "outputs": report["outputs"],

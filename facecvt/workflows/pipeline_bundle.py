@@ -89,7 +89,8 @@ def pipeline_block(manifest: dict, nets: dict, folder: Path, alignment: str, pre
         else:
             entries.append(entry)
     return {**config.to_dict(), "embedder_preprocessing": _preprocessing(preprocess),
-            "detector_source": {"kind": "mtcnn", "weights": str(folder),
+            # absolute: verify --pipeline reopens the weights from wherever it runs
+            "detector_source": {"kind": "mtcnn", "weights": str(Path(folder).absolute()),
                                 "sha256": {n: sha256(folder / n) for n in ("det1.npy", "det2.npy", "det3.npy")}},
             "artifacts": entries}
 

@@ -5,7 +5,10 @@ embedder and `facecvt sample mtcnn`'s graphs of the recorded MTCNN weights (`pip
 as detector, with the recorded parameters. Each entry of the manifest's `pipeline.artifacts`
 (backend, precision) runs the same images; faces are matched to the reference's by box IoU (greedy,
 best first, IoU >= 0.5). Per backend: faces the reference found and it missed, faces it added, and
-per matched face the box IoU, the largest landmark error in pixels and the embedding cosine. With
+per matched face the box IoU, the largest landmark error in pixels and the embedding cosine; and per
+net (P-, R-, O-Net, embedder) its outputs on the inputs the TensorFlow pipeline fed its own net, judged
+as `verify` judges an export (`pipeline_nets_check`): a net out of its limits fails the backend and is
+named, even where the faces came out the same. With
 pairs, each image's best face (highest score) is its vector: the reference's best-accuracy threshold
 on squared L2 is applied to both, and the share of pairs decided alike is reported (not judged: a
 pair near the threshold may flip legitimately; an image where a pipeline finds no face counts as a
@@ -95,6 +98,7 @@ def pair_agreement(pairs, paths: list, reference_faces: list, faces: list) -> di
 def verify_pipeline(bundle: Path, image_paths: list, progress=None, pairs=None) -> dict:
     from facecvt.pipeline.images import read_image
     from facecvt.pipeline.load import _bundle_pipeline_spec, open_pipeline
+    from facecvt.workflows.pipeline_nets_check import check_nets, recorded_nets
 
     manifest_path = bundle / "manifest.json"
     if not manifest_path.is_file():
@@ -109,13 +113,15 @@ def verify_pipeline(bundle: Path, image_paths: list, progress=None, pairs=None) 
         image_paths += [p for p in pairs.unique_images() if Path(p).resolve() not in seen]
     images = [read_image(p) for p in image_paths]
     reference = reference_pipeline(bundle, manifest)
+    recorded = recorded_nets(reference)
     ref_faces = [reference.faces(image) for image in images]
     results = []
     entries = block["artifacts"]
     for k, entry in enumerate(entries):
         spec = _bundle_pipeline_spec({**block, "artifacts": [entry]}, bundle, None)
         pipeline = open_pipeline(spec)
-        limits = LIMITS.get(entry.get("precision"), LIMITS["fp16"])
+        precision = entry.get("precision") if entry.get("precision") in LIMITS else "fp16"
+        limits = LIMITS[precision]
         missed, added, ious, landmark_errors, cosines, per_image, all_faces = 0, 0, [], [], [], [], []
         for path, image, ref in zip(image_paths, images, ref_faces):
             faces = pipeline.faces(image)
@@ -138,12 +144,14 @@ def verify_pipeline(bundle: Path, image_paths: list, progress=None, pairs=None) 
             failed.append("landmarks")
         if cosines and min(cosines) < limits["min_cosine"]:
             failed.append("cosine")
+        nets = check_nets(recorded, pipeline, precision)
+        failed += [net for net, row in nets.items() if not row["pass"]]
         results.append({"backend": entry["backend"], "target": entry.get("target"),
                         "precision": entry.get("precision"), "matched": len(ious), "missed": missed,
                         "added": added, "min_iou": min(ious) if ious else None,
                         "max_landmark_px": max(landmark_errors) if landmark_errors else None,
                         "min_cosine": min(cosines) if cosines else None, "limits": limits,
-                        "pass": not failed, "failed": failed, "images": per_image})
+                        "nets": nets, "pass": not failed, "failed": failed, "images": per_image})
         if pairs is not None:
             results[-1]["pairs"] = pair_agreement(pairs, image_paths, ref_faces, all_faces)
         if progress:
@@ -159,12 +167,18 @@ def pipeline_table(report: dict):
     table = Table(title=f"pipeline {report['bundle']} vs TensorFlow ({report['images']} images, "
                         f"{report['reference_faces']} reference faces)")
     for column in ("backend", "precision", "matched", "missed", "added", "min IoU", "max landmark px",
-                   "min cosine", "pairs agree", "result"):
-        table.add_column(column, justify="right" if column not in ("backend", "precision", "result") else "left")
+                   "min cosine", "pairs agree", "nets", "result"):
+        table.add_column(column, justify="left" if column in ("backend", "precision", "nets", "result") else "right")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for row in report["backends"]:
         table.add_row(row["backend"], row["precision"], str(row["matched"]), str(row["missed"]), str(row["added"]),
                       fmt(row["min_iou"], ".4f"), fmt(row["max_landmark_px"], ".3f"), fmt(row["min_cosine"], ".6f"),
-                      fmt(row.get("pairs", {}).get("agreement"), ".4f"),
+                      fmt(row.get("pairs", {}).get("agreement"), ".4f"), nets_cell(row.get("nets", {})),
                       "PASS" if row["pass"] else "FAIL " + ", ".join(row["failed"]))
     return table
+
+
+def nets_cell(nets: dict) -> str:
+    """'ok', or each net out of its limits with what failed ('pnet: prob rel_max_abs')."""
+    off = [f"{net}: {', '.join(row['failed'])}" for net, row in nets.items() if not row["pass"]]
+    return "; ".join(off) or ("ok" if nets else "-")
