@@ -141,10 +141,13 @@ def sample():
               help="pb: a frozen GraphDef as facenet's freeze_graph.py writes it; checkpoint: a folder with "
                    ".meta, .index and .data-* files.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and BN statistics.")
+@click.option("--architecture", type=click.Choice(["inception-resnet-v1", "inception-resnet-v2"]),
+              default="inception-resnet-v1", show_default=True,
+              help="facenet's network; v2 (2.5x the weights) with --weights random only.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @debug_option
-def sample_facenet(out, weights, embedding_size, fmt, seed, force):
-    """Write the raw *training-mode* FaceNet (Inception-ResNet-v1) graph: phase_train conds around
+def sample_facenet(out, weights, embedding_size, fmt, seed, architecture, force):
+    """Write the raw *training-mode* FaceNet (Inception-ResNet-v1 or v2) graph: phase_train conds around
     every batch norm and dropout, moving-average updates, a queue-fed input, label_batch."""
     from facecvt.core.atomic import check_destination
     from facecvt.core.console import out as console, step
@@ -155,10 +158,10 @@ def sample_facenet(out, weights, embedding_size, fmt, seed, force):
         import shutil
 
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    spec = SampleSpec(weights=weights, embedding_size=int(embedding_size), seed=seed)
+    spec = SampleSpec(weights=weights, embedding_size=int(embedding_size), seed=seed, architecture=architecture)
     with step(f"building the training graph ({weights} weights)"):
         paths = write_sample(spec, out, fmt)
-    console.print(f"wrote {out} ({fmt}, {weights} weights, {embedding_size}-D): "
+    console.print(f"wrote {out} ({architecture}, {fmt}, {weights} weights, {embedding_size}-D): "
                   + ", ".join(p.name for p in paths))
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from facecvt.core.errors import FacecvtError
 from facecvt.samples.inception_resnet_v1 import inception_resnet_v1
+from facecvt.samples.inception_resnet_v2 import inception_resnet_v2
 from facecvt.samples.layers import TrainingLayers, facenet_input_queue
 from facecvt.core.tf_env import import_tf
 
 IMAGE_SIZE = 160
 OUTPUTS = ("embeddings", "label_batch")
+ARCHITECTURES = {"inception-resnet-v1": inception_resnet_v1, "inception-resnet-v2": inception_resnet_v2}
 
 
 @dataclass
@@ -21,10 +23,16 @@ class SampleSpec:
     embedding_size: int = 512
     seed: int = 0
     image_size: int = IMAGE_SIZE
+    architecture: str = "inception-resnet-v1"
 
     def validate(self) -> None:
         if self.weights not in ("released", "random"):
             raise FacecvtError(f"--weights must be released or random, not {self.weights!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise FacecvtError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}")
+        if self.weights == "released" and self.architecture != "inception-resnet-v1":
+            raise FacecvtError("the released weights are Inception-ResNet-v1's; use --weights random "
+                               f"for {self.architecture}")
         if self.weights == "released" and self.embedding_size != 512:
             raise FacecvtError("the released weights are 512-D; use --embedding-size 512 or --weights random")
 
@@ -47,7 +55,7 @@ def training_session(spec: SampleSpec):
         phase_train = tf.compat.v1.placeholder(tf.bool, shape=[], name="phase_train")
         images, _labels, _batch = facenet_input_queue(tf, spec.image_size)
         layers = TrainingLayers(_params(spec), phase_train)
-        prelogits = inception_resnet_v1(layers, images, bottleneck_size=spec.embedding_size)
+        prelogits = ARCHITECTURES[spec.architecture](layers, images, bottleneck_size=spec.embedding_size)
         tf.math.l2_normalize(prelogits, 1, 1e-10, name="embeddings")
         saver = tf.compat.v1.train.Saver(max_to_keep=1)
     with tf.compat.v1.Session(graph=graph) as session:

@@ -151,7 +151,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print)
     progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()
     results = {}
-    with ExportPool(frozen, workers, progress) as pool:
+    with ExportPool(frozen, workers, progress, folder=out_dir) as pool:
         pending = {pool.submit(job): job for job in sorted(jobs, key=_expected_seconds, reverse=True)}
         with TensorFlowRunner(model.path, model=model, clean=frozen) as reference:
             verifier = ArtifactVerifier(reference, inputs, spec.pairs)

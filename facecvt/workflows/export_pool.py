@@ -2,7 +2,9 @@
 
 Each worker writes one artifact (write, load back, rename: workflows/export_artifact.py) and exits,
 so the memory a converter took returns to the system at once instead of staying with one process
-to the end. The frozen graph travels to the workers as serialized bytes. Workers are forked from
+to the end. The frozen graph travels to the workers as a file the pool writes once (serialized
+bytes handed to each job would be pickled into the pool's queue once per queued job: up to three
+copies of the weights in the parent at once). Workers are forked from
 a forkserver that imported TensorFlow once and ran nothing: TensorFlow is not fork-safe once it
 has run, and a fork of a process that only imported it saves each worker the import (seconds of
 CPU on a small machine). Workers ignore SIGINT: the parent owns every interruption and kills them.
@@ -146,10 +148,12 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _run(job: Job, graph: bytes, meta: dict):
+def _run(job: Job, graph_file: Path, meta: dict):
     """Write one artifact. Converters' temporary files go to a scratch folder beside the artifact (in the
     bundle's temporary folder), so that a killed worker's leftovers go when that folder is removed."""
     from facecvt.workflows.export_artifact import export
+
+    graph = Path(graph_file).read_bytes()
 
     started = time.perf_counter()
     _say(job, "start", f"converting -> {job.path.name}")
@@ -181,8 +185,10 @@ class ExportPool:
     for them before the caller removes anything; leaving it normally waits for idle workers to exit.
     """
 
-    def __init__(self, frozen: FrozenGraph, workers: int, progress=print):
-        self._graph, self._meta = to_payload(frozen)
+    def __init__(self, frozen: FrozenGraph, workers: int, progress=print, folder: Path | None = None):
+        self._frozen = frozen
+        self._folder = folder  # where the graph file goes: the bundle's temporary folder (default: TMPDIR)
+        self._graph_file = None
         self._workers = workers
         self._progress = progress
         self._running: dict = {}  # job label -> pid, as the workers report
@@ -190,6 +196,12 @@ class ExportPool:
         self._executor = None
 
     def __enter__(self):
+        graph, self._meta = to_payload(self._frozen)
+        with tempfile.NamedTemporaryFile(dir=self._folder, prefix=".frozen-graph-", suffix=".pb",
+                                         delete=False) as file:
+            self._graph_file = Path(file.name)
+            file.write(graph)
+        del graph
         context = _context()
         self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
@@ -200,7 +212,7 @@ class ExportPool:
         return self
 
     def submit(self, job: Job) -> futures.Future:
-        return self._executor.submit(_run, job, self._graph, self._meta)
+        return self._executor.submit(_run, job, self._graph_file, self._meta)
 
     def result(self, future: futures.Future, job: Job):
         """The worker's ExportResult; a worker that died becomes a FacecvtError naming its artifact."""
@@ -219,6 +231,7 @@ class ExportPool:
             self._relay.join(timeout=5)
             self._writer.close()
             self._messages.close()
+            self._graph_file.unlink(missing_ok=True)
 
     def _kill_workers(self) -> None:
         """Kill every worker, again while the pool starts replacements for the ones that ended."""

@@ -1,0 +1,100 @@
+"""Inception-ResNet-v2 as facenet defines it (src/models/inception_resnet_v2.py), node names included.
+
+Its blocks have v1's shape with wider branches, a Mixed_5b stem block, twice as many blocks and a
+1536-channel Conv2d_7b_1x1 before the pooling: about 2.5x v1's weights.
+"""
+
+from __future__ import annotations
+
+from facecvt.samples.inception_resnet_v1 import _max_pool, _residual, reduction_a
+
+ROOT = "InceptionResnetV2"
+
+
+def block35(layers, net, scope: str, scale: float = 0.17):
+    conv = layers.conv
+    b0 = conv(net, 32, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, 32, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, 32, 3, f"{scope}/Branch_1/Conv2d_0b_3x3")
+    b2 = conv(net, 32, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
+    b2 = conv(b2, 48, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
+    b2 = conv(b2, 64, 3, f"{scope}/Branch_2/Conv2d_0c_3x3")
+    mixed = layers.tf.concat([b0, b1, b2], 3, name=f"{scope}/concat")
+    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
+    return _residual(layers, net, up, scale, scope, True)
+
+
+def block17(layers, net, scope: str, scale: float = 0.10):
+    conv = layers.conv
+    b0 = conv(net, 192, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, 128, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, 160, (1, 7), f"{scope}/Branch_1/Conv2d_0b_1x7")
+    b1 = conv(b1, 192, (7, 1), f"{scope}/Branch_1/Conv2d_0c_7x1")
+    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
+    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
+    return _residual(layers, net, up, scale, scope, True)
+
+
+def block8(layers, net, scope: str, scale: float = 0.20, activation: bool = True):
+    conv = layers.conv
+    b0 = conv(net, 192, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, 192, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, 224, (1, 3), f"{scope}/Branch_1/Conv2d_0b_1x3")
+    b1 = conv(b1, 256, (3, 1), f"{scope}/Branch_1/Conv2d_0c_3x1")
+    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
+    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
+    return _residual(layers, net, up, scale, scope, activation)
+
+
+def mixed_5b(layers, net, scope: str):
+    conv, tf = layers.conv, layers.tf
+    b0 = conv(net, 96, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, 48, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, 64, 5, f"{scope}/Branch_1/Conv2d_0b_5x5")
+    b2 = conv(net, 64, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
+    b2 = conv(b2, 96, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
+    b2 = conv(b2, 96, 3, f"{scope}/Branch_2/Conv2d_0c_3x3")
+    b3 = tf.nn.avg_pool2d(net, 3, 1, "SAME", name=f"{scope}/Branch_3/AvgPool_0a_3x3/AvgPool")
+    b3 = conv(b3, 64, 1, f"{scope}/Branch_3/Conv2d_0b_1x1")
+    return tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
+
+
+def mixed_7a(layers, net, scope: str):
+    conv = layers.conv
+    b0 = conv(net, 256, 1, f"{scope}/Branch_0/Conv2d_0a_1x1")
+    b0 = conv(b0, 384, 3, f"{scope}/Branch_0/Conv2d_1a_3x3", stride=2, padding="VALID")
+    b1 = conv(net, 256, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, 288, 3, f"{scope}/Branch_1/Conv2d_1a_3x3", stride=2, padding="VALID")
+    b2 = conv(net, 256, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
+    b2 = conv(b2, 288, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
+    b2 = conv(b2, 320, 3, f"{scope}/Branch_2/Conv2d_1a_3x3", stride=2, padding="VALID")
+    b3 = _max_pool(layers, net, f"{scope}/Branch_3/MaxPool_1a_3x3")
+    return layers.tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
+
+
+def inception_resnet_v2(layers, images, *, bottleneck_size: int = 512, keep_prob: float = 0.8):
+    """The prelogits (bottleneck, batch-normalised, before L2 normalisation) of `images`."""
+    conv, r, tf = layers.conv, ROOT, layers.tf
+    net = conv(images, 32, 3, f"{r}/Conv2d_1a_3x3", stride=2, padding="VALID")
+    net = conv(net, 32, 3, f"{r}/Conv2d_2a_3x3", padding="VALID")
+    net = conv(net, 64, 3, f"{r}/Conv2d_2b_3x3")
+    net = _max_pool(layers, net, f"{r}/MaxPool_3a_3x3")
+    net = conv(net, 80, 1, f"{r}/Conv2d_3b_1x1", padding="VALID")
+    net = conv(net, 192, 3, f"{r}/Conv2d_4a_3x3", padding="VALID")
+    net = _max_pool(layers, net, f"{r}/MaxPool_5a_3x3")
+    net = mixed_5b(layers, net, f"{r}/Mixed_5b")
+    for i in range(1, 11):
+        net = block35(layers, net, f"{r}/Repeat/block35_{i}")
+    net = reduction_a(layers, net, f"{r}/Mixed_6a", k=256, l=256, m=384, n=384)
+    for i in range(1, 21):
+        net = block17(layers, net, f"{r}/Repeat_1/block17_{i}")
+    net = mixed_7a(layers, net, f"{r}/Mixed_7a")
+    for i in range(1, 10):
+        net = block8(layers, net, f"{r}/Repeat_2/block8_{i}")
+    net = block8(layers, net, f"{r}/Block8", scale=1.0, activation=False)
+    net = conv(net, 1536, 1, f"{r}/Conv2d_7b_1x1")
+    size = [int(net.shape[1]), int(net.shape[2])]
+    net = tf.nn.avg_pool2d(net, size, 1, "VALID", name=f"{r}/Logits/AvgPool_1a_8x8/AvgPool")
+    net = layers.flatten(net, f"{r}/Logits/Flatten")
+    net = layers.dropout(net, keep_prob, f"{r}/Logits/Dropout")
+    return layers.dense(net, bottleneck_size, f"{r}/Bottleneck")
