@@ -267,6 +267,11 @@ def test_verify_sizes_runs_a_free_size_model_at_each_size(mtcnn_dir, pnet_export
         assert box["max_pixels"] is not None and box["max_pixels"] < 0.01  # fp32, in pixels of the 12x12 cell
     result = invoke("verify", mtcnn_dir / "pnet.pb", pnet_exports["onnxruntime"], "--random", 3)
     assert result.exit_code == 2 and "--sizes" in result.stderr
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image_a,image_b,same\n")
+    result = invoke("verify", mtcnn_dir / "pnet.pb", pnet_exports["onnxruntime"], "--pairs", pairs,
+                    "--sizes", "12x12")  # pairs compare embeddings at the model's size: refused, not a crash
+    assert result.exit_code == 2 and "--pairs" in result.stderr and "--sizes" in result.stderr, result.output
 
 
 def test_export_manifest_maps_every_export_name_to_the_graph_name(mtcnn_dir, tmp_path):

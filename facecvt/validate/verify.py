@@ -542,6 +542,9 @@ def verify_specs(reference: str, candidates: Sequence[str], inputs: InputSpec, p
         raise FacecvtError("--images and --random exclude each other; choose one")
     if inputs.random is not None and inputs.random < 1:
         raise FacecvtError("--random N needs N >= 1")
+    if pairs is not None and inputs.sizes:
+        raise FacecvtError("--pairs compares embeddings of the images at the model's own input size; "
+                           "--sizes is for free-size models (detectors): drop one of them")
     ref_backend, ref_path = runners.parse_candidate(reference, role="reference")
     parsed = [runners.parse_candidate(c) for c in candidates]
     for _, path in [(ref_backend, ref_path), *parsed]:
