@@ -77,7 +77,7 @@ def _reader(calibration, input_name: str, progress, one_image_at_a_time: bool = 
     """
     from onnxruntime.quantization import CalibrationDataReader
 
-    total = len(calibration) if hasattr(calibration, "digest") else _image_count(calibration)
+    total = calibration.sample_count() if hasattr(calibration, "sample_count") else _image_count(calibration)
 
     def feeds():
         for batch in calibration:
@@ -111,7 +111,7 @@ def settings(cpu: str, method: str, calibration, keep_float=()) -> dict:
     if hasattr(calibration, "digest"):
         digest = calibration.digest()
         recorded.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
-                        calibration_files=digest["files"])
+                        calibration_files=digest["files"], calibration_plan=calibration.describe())
     else:
         recorded["calibration_images"] = _image_count(calibration)
     return {**recorded, "keep_float": list(keep_float)}

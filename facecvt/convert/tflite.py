@@ -127,7 +127,7 @@ def _quantization_record(calibration) -> dict:
     if hasattr(calibration, "digest"):
         digest = calibration.digest()
         record.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
-                      calibration_files=digest["files"])
+                      calibration_files=digest["files"], calibration_plan=calibration.describe())
     return record
 
 
