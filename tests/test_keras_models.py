@@ -197,3 +197,40 @@ def test_keras2_saved_model_folder_matches_keras(tmp_path):
     x = face_like(3, seed=7)
     got = run_graph(freeze(loaded).frozen.graph_def, x, "input", "embedding")
     assert relative_error(got, keras_faces.reference_outputs(model, x)) <= 1e-5
+
+
+# -- a Keras model with several outputs: O-Net's layout, heads returned as a dict ---------------------
+
+@pytest.fixture(scope="session")
+def detector_files(tmp_path_factory):
+    """The small face detector as .keras, Keras-2 .h5 and SavedModel, its Keras 3 model and outputs."""
+    import keras
+    import tf_keras
+
+    from facecvt.samples import keras_faces
+
+    folder = tmp_path_factory.mktemp("keras_detector")
+    model = keras_faces.face_detector(keras)
+    assert keras_faces.randomize_batch_norms(model, seed=11) == 3
+    keras2 = keras_faces.face_detector(tf_keras)
+    keras_faces.copy_weights(model, keras2)
+    paths = keras_faces.save_all_formats(model, folder, "detector", keras2_model=keras2)
+    x = face_like(4, seed=12, size=48)
+    expected = keras_faces.reference_outputs(model, x)
+    assert sorted(expected) == ["box", "landmarks", "prob"]
+    for name, value in keras_faces.reference_outputs(keras2, x).items():
+        assert relative_error(value, expected[name]) < 1e-5, name
+    return model, paths, x, expected
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5", "saved_model"])
+def test_each_format_keeps_every_output_of_a_dict_model_under_its_own_name(detector_files, fmt):
+    """Before: the Keras loaders named the dict's outputs in one order and froze them in another
+    ('box' held the (N, 2) probabilities)."""
+    _, paths, x, expected = detector_files
+    frozen = freeze(load_model(paths[fmt])).frozen
+    assert sorted(frozen.output_names) == ["box", "landmarks", "prob"]
+    for name in frozen.output_names:
+        assert frozen.output_shapes[name] == (None, expected[name].shape[1]), name
+        got = run_graph(frozen.graph_def, x, frozen.input_name, name)
+        assert relative_error(got, expected[name]) <= 1e-5, name

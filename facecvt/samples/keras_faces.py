@@ -7,6 +7,10 @@ Dense, BatchNormalization named `embedding`, no L2 normalisation):
   (GDC) at 112x112, with a width multiplier and block repeats so tests can keep it small;
 - `resnet50v2`: `applications.ResNet50V2(weights=None, include_top=False)` at 112x112.
 
+And a small detector stage with several outputs, `face_detector`: O-Net's layout in Keras layers
+(conv, batch norm, PReLU, max pool; a dense layer; a softmax face probability, a box and five
+landmarks), its outputs a dict as Keras models with named heads return them.
+
 Every builder takes the Keras module to build with: Keras 3 (`keras`), or Keras 2 (`tf_keras`)
 to write `.h5` files exactly as Keras 2 / tf.keras did. Batch-norm statistics are randomised
 (`randomize_batch_norms`) so that a wrong fold shows in the outputs.
@@ -110,6 +114,33 @@ def resnet50v2(keras=None, *, embedding_size: int = 512, dropout: float = 0.4, n
                        name=name)
 
 
+DETECTOR_SIZE = 48
+DETECTOR_OUTPUTS = ("prob", "box", "landmarks")
+
+
+def face_detector(keras=None, *, channels=(16, 32, 32), hidden: int = 64, dropout: float = 0.25,
+                  name: str = "face_detector"):
+    """An O-Net-like detector stage at 48x48: outputs {"prob": (N, 2) softmax, "box": (N, 4),
+    "landmarks": (N, 10)}."""
+    keras = _keras(keras)
+    layers = keras.layers
+    inputs = keras.Input(shape=(DETECTOR_SIZE, DETECTOR_SIZE, 3), name="input")
+    x = inputs
+    for index, filters in enumerate(channels, start=1):
+        x = layers.Conv2D(filters, 3, name=f"conv{index}")(x)
+        x = layers.BatchNormalization(name=f"bn{index}")(x)
+        x = layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(hidden, name="fc")(x)
+    x = layers.PReLU(name="prelu_fc")(x)
+    x = layers.Dropout(dropout, name="fc_dropout")(x)
+    outputs = {"prob": layers.Dense(2, activation="softmax", name="prob")(x),
+               "box": layers.Dense(4, name="box")(x),
+               "landmarks": layers.Dense(10, name="landmarks")(x)}
+    return keras.Model(inputs, outputs, name=name)
+
+
 def randomize_batch_norms(model, seed: int = 0) -> int:
     """Give every BatchNormalization random gamma, beta, moving mean and moving variance (and every
     PReLU a random alpha), as a trained model has; returns the number of batch norms changed."""
@@ -159,6 +190,10 @@ def copy_weights(source, target) -> None:
         dst.set_weights(src.get_weights())
 
 
-def reference_outputs(model, images: np.ndarray) -> np.ndarray:
-    """The Keras model's outputs in inference mode (training=False)."""
-    return np.asarray(model(images, training=False))
+def reference_outputs(model, images: np.ndarray):
+    """The Keras model's outputs in inference mode (training=False): an array, or {name: array} for a
+    model whose outputs are a dict."""
+    outputs = model(images, training=False)
+    if isinstance(outputs, dict):
+        return {name: np.asarray(value) for name, value in outputs.items()}
+    return np.asarray(outputs)
