@@ -31,15 +31,16 @@ def scale_residual(x, scale):
     return x * scale
 
 
-def _keras(module=None):
-    if module is not None:
-        return module
-    from facecvt.core.tf_env import import_tf
+def _keras(module=None, seed: int | None = None):
+    """The Keras module to build with (Keras 3 by default), its weight initialisers seeded when `seed` is given."""
+    if module is None:
+        from facecvt.core.tf_env import import_tf
 
-    import_tf()
-    import keras
-
-    return keras
+        import_tf()
+        import keras as module
+    if seed is not None:
+        module.utils.set_random_seed(seed)
+    return module
 
 
 def embedding_head(keras, features, embedding_size: int, dropout: float = 0.4):
@@ -72,14 +73,16 @@ def _bottleneck(keras, x, filters, expansion, strides, residual, name):
 
 
 def mobile_facenet(keras=None, *, embedding_size: int = 128, width: float = 1.0, repeats=(5, 1, 6, 1, 2),
-                   dropout: float = 0.4, lambda_layer: str | None = None, name: str = "mobile_facenet"):
+                   dropout: float = 0.4, lambda_layer: str | None = None, name: str = "mobile_facenet",
+                   seed: int | None = None):
     """MobileFaceNet (Chen et al. 2018) as seed 004's `mobile_facenet.py` writes it.
 
     `width` scales every channel count and `repeats` the bottleneck stages, so tests can build a
     small one. `lambda_layer` adds one `Lambda` on the first residual: "lambda" (a Python lambda,
     whose code Keras 2's `.h5` stores) or "function" (`scale_residual`, stored by name only).
+    `seed` seeds the weight initialisers (the same network every run).
     """
-    keras = _keras(keras)
+    keras = _keras(keras, seed)
     layers = keras.layers
     channels = lambda c: max(8, int(c * width))  # noqa: E731
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="input")
@@ -105,9 +108,10 @@ def mobile_facenet(keras=None, *, embedding_size: int = 128, width: float = 1.0,
     return keras.Model(inputs, embedding_head(keras, x, embedding_size, dropout), name=name)
 
 
-def resnet50v2(keras=None, *, embedding_size: int = 512, dropout: float = 0.4, name: str = "resnet50v2_face"):
+def resnet50v2(keras=None, *, embedding_size: int = 512, dropout: float = 0.4, name: str = "resnet50v2_face",
+               seed: int | None = None):
     """`applications.ResNet50V2(weights=None, include_top=False)` at 112x112 with the embedding head."""
-    keras = _keras(keras)
+    keras = _keras(keras, seed)
     backbone = keras.applications.ResNet50V2(weights=None, include_top=False,
                                              input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
     return keras.Model(backbone.inputs[0], embedding_head(keras, backbone.outputs[0], embedding_size, dropout),
@@ -119,10 +123,10 @@ DETECTOR_OUTPUTS = ("prob", "box", "landmarks")
 
 
 def face_detector(keras=None, *, channels=(16, 32, 32), hidden: int = 64, dropout: float = 0.25,
-                  name: str = "face_detector"):
+                  name: str = "face_detector", seed: int | None = None):
     """An O-Net-like detector stage at 48x48: outputs {"prob": (N, 2) softmax, "box": (N, 4),
-    "landmarks": (N, 10)}."""
-    keras = _keras(keras)
+    "landmarks": (N, 10)}; `seed` seeds the weight initialisers."""
+    keras = _keras(keras, seed)
     layers = keras.layers
     inputs = keras.Input(shape=(DETECTOR_SIZE, DETECTOR_SIZE, 3), name="input")
     x = inputs
