@@ -15,11 +15,10 @@ from click.testing import CliRunner
 from facecvt.cli import main
 from facecvt.core.model import load_model
 from facecvt.graph_ops.pipeline import TRAINING_OPS, freeze
-from facecvt.validate.runners import load_runner
 from facecvt.workflows.export_artifact import export
 
 from _keras_reference import KerasRunner
-from conftest import faces_folder, require_shared, run_graph
+from conftest import faces_folder, run_graph
 
 SMALL = {"width": 0.25, "repeats": (2, 1, 1, 1, 1), "embedding_size": 64}
 # what `--custom-objects` gets: the function a .keras file names but does not hold
@@ -112,16 +111,6 @@ def _slow_unless(target, precision):
 
 MATRIX = [pytest.param(fmt, target, precision, marks=_slow_unless(target, precision), id=f"{fmt}-{target}-{precision}")
           for fmt in FORMS for target, precision in TARGETS]
-
-
-@pytest.fixture(scope="session")
-def face_halves(tmp_path_factory) -> tuple:
-    """(calibration files, a folder of the other shared faces): int8 is scored on faces it never saw."""
-    paths = sorted(require_shared(faces_folder()).glob("*.png"))
-    held = tmp_path_factory.mktemp("held_out_faces")
-    for path in paths[1::2]:
-        (held / path.name).symlink_to(path)
-    return tuple(paths[0::2]), held
 
 
 def exports_of(frozen_of, halves, folder):

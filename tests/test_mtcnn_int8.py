@@ -11,46 +11,21 @@ scored on the other half, every output judged by what it means.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
 
-from conftest import faces_folder, require_shared
+from conftest import faces_folder
 from facecvt.convert import calibration as calib
 from facecvt.convert.calibration import CalibrationImages
-from facecvt.samples.mtcnn import OUTPUTS, weights_folder, write_mtcnn
+from facecvt.samples.mtcnn import OUTPUTS
 
 NETS = ("pnet", "rnet", "onet")
 PNET_SIZES = ((12, 12), (48, 64), (160, 120))
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory) -> dict:
-    """net -> (frozen .pb, FrozenGraph); the released weights missing is a failure, not a skip."""
-    from facecvt.core.model import load_model
-    from facecvt.graph_ops.pipeline import freeze
-
-    require_shared(weights_folder() / "det3.npy")
-    folder = tmp_path_factory.mktemp("mtcnn_int8_nets")
-    built = {}
-    for net in NETS:
-        path = write_mtcnn(net, folder / f"{net}.pb")
-        built[net] = (path, freeze(load_model(path)).frozen)
-    return built
-
-
-@pytest.fixture(scope="module")
-def halves() -> tuple:
-    """(calibration paths, held-out paths): every other shared face."""
-    paths = sorted(require_shared(faces_folder()).glob("*.png"))
-    assert len(paths) >= 16, f"the shared faces are missing from {faces_folder()}"
-    return tuple(paths[0::2]), tuple(paths[1::2])
-
-
-@pytest.fixture(scope="module")
-def int8_export(nets, halves, tmp_path_factory):
+def int8_export(frozen_nets, face_halves, tmp_path_factory):
     """(net, target) -> the int8 ExportResult calibrated on the first half, made once per module."""
     from facecvt.workflows.export_artifact import export
 
@@ -59,8 +34,8 @@ def int8_export(nets, halves, tmp_path_factory):
 
     def get(net, target):
         if (net, target) not in made:
-            frozen = nets[net][1]
-            calibration = CalibrationImages(faces_folder(), files=halves[0]).for_model(frozen)
+            frozen = frozen_nets[net]
+            calibration = CalibrationImages(faces_folder(), files=face_halves[0]).for_model(frozen)
             options = {"progress": None} if target == "onnx" else {}
             suffix = {"onnx": ".onnx", "tflite": ".tflite"}[target]
             made[net, target] = export(target, frozen, folder / f"{net}_int8{suffix}", precision="int8",
@@ -70,10 +45,10 @@ def int8_export(nets, halves, tmp_path_factory):
     return get
 
 
-def test_calibration_plan_follows_the_model(nets, frozen):
+def test_calibration_plan_follows_the_model(frozen_nets, frozen):
     """A free-size net: the pyramid; a fixed-size net with a box output: windows; an embedder: crops."""
     images = CalibrationImages(faces_folder())
-    plans = {net: images.for_model(nets[net][1]) for net in NETS}
+    plans = {net: images.for_model(frozen_nets[net]) for net in NETS}
     assert (plans["pnet"].plan, plans["pnet"].size_hw) == ("pyramid", None)
     assert (plans["rnet"].plan, plans["rnet"].size_hw) == ("windows", (24, 24))
     assert (plans["onet"].plan, plans["onet"].size_hw) == ("windows", (48, 48))
@@ -81,23 +56,23 @@ def test_calibration_plan_follows_the_model(nets, frozen):
     assert (embedder.plan, embedder.size_hw) == ("crops", (64, 64))
 
 
-def test_a_pyramid_goes_down_by_0709_to_12_pixels(halves):
+def test_a_pyramid_goes_down_by_0709_to_12_pixels(face_halves):
     image = np.zeros((160, 160, 3), np.uint8)
     assert [level.shape[0] for level in calib.pyramid_levels(image)] == [160, 113, 80, 57, 40, 29, 20, 14]
     assert [level.shape[:2] for level in calib.pyramid_levels(np.zeros((30, 17, 3), np.uint8))] == [(30, 17), (21, 12)]
-    images = CalibrationImages(faces_folder(), files=halves[0][:3], plan="pyramid")
+    images = CalibrationImages(faces_folder(), files=face_halves[0][:3], plan="pyramid")
     batches = list(images)
     assert sorted({b.shape[1] for b in batches}, reverse=True) == [160, 113, 80, 57, 40, 29, 20, 14]
     assert sum(len(b) for b in batches) == images.sample_count() == 3 * 8
     assert all(b.dtype == np.float32 and -1 <= b.min() and b.max() <= 1 for b in batches)
 
 
-def test_windows_are_the_image_and_four_others_drawn_from_a_fixed_seed(halves):
-    images = CalibrationImages(faces_folder(), files=halves[0][:3], size_hw=(24, 24), plan="windows")
+def test_windows_are_the_image_and_four_others_drawn_from_a_fixed_seed(face_halves):
+    images = CalibrationImages(faces_folder(), files=face_halves[0][:3], size_hw=(24, 24), plan="windows")
     first, again = np.concatenate(list(images)), np.concatenate(list(images))
     assert first.shape == (3 * 5, 24, 24, 3) and images.sample_count() == 15
     assert np.array_equal(first, again)  # the same folder calibrates the same
-    crops = np.concatenate(list(CalibrationImages(faces_folder(), files=halves[0][:3], size_hw=(24, 24))))
+    crops = np.concatenate(list(CalibrationImages(faces_folder(), files=face_halves[0][:3], size_hw=(24, 24))))
     assert np.array_equal(first[0::5], crops)  # each image itself comes first
     assert all(np.abs(first[i] - crops[i // 5]).mean() > 0.02 for i in range(15) if i % 5)  # then other windows
 
@@ -132,21 +107,17 @@ def test_tflite_int8_is_full_integer_with_one_prelu_op_per_prelu(int8_export):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 @pytest.mark.parametrize("net", NETS)
-def test_int8_passes_verify_per_output_on_faces_it_was_not_calibrated_on(net, target, nets, halves,
-                                                                         int8_export, tmp_path):
+def test_int8_passes_verify_per_output_on_faces_it_was_not_calibrated_on(net, target, mtcnn_dir, face_halves,
+                                                                         int8_export):
     """Every output within the int8 limits (probability 0.2, a map's p99 0.1 and worst cell 0.5, 2 px),
     P-Net at three sizes. Measured on these halves (ONNX / TFLite): P-Net max 0.35 / 0.34, p99 0.068 /
     0.065, box 1.0 / 1.1 px; R-Net 0.11 / 0.06, box 0.55 px; O-Net 0.09 / 0.12, box and landmarks
     <= 1.3 px (over four ways of halving the faces: R-Net up to 0.18, P-Net's p99 up to 0.071)."""
     from facecvt.validate.verify import InputSpec, verify
 
-    held = tmp_path / "held"
-    held.mkdir()
-    for path in halves[1]:
-        (held / path.name).symlink_to(path)
     backend = {"onnx": "onnxruntime", "tflite": "litert"}[target]
-    report = verify(("tensorflow", nets[net][0]), [(backend, int8_export(net, target).path)],
-                    InputSpec(images=held, sizes=PNET_SIZES if net == "pnet" else None))
+    report = verify(("tensorflow", mtcnn_dir / f"{net}.pb"), [(backend, int8_export(net, target).path)],
+                    InputSpec(images=face_halves[1], sizes=PNET_SIZES if net == "pnet" else None))
     assert "warnings" not in report  # scored on faces it was not calibrated on
     rows = report["candidates"][0]["outputs"]
     assert [r["name"] for r in rows] == OUTPUTS[net]

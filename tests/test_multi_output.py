@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from facecvt.cli import main
 from facecvt.core.errors import FacecvtError
-from facecvt.samples.mtcnn import OUTPUTS, weights_folder, write_mtcnn
+from facecvt.samples.mtcnn import OUTPUTS
 
 from conftest import faces_folder, require_shared
 
@@ -26,24 +26,6 @@ SIZES = ((12, 12), (30, 47), (64, 48))  # (H, W): P-Net's smallest input, odd si
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
-
-
-@pytest.fixture(scope="session")
-def mtcnn_dir(tmp_path_factory) -> Path:
-    """The three nets as frozen .pb files; the released weights missing is a failure, not a skip."""
-    require_shared(weights_folder() / "det3.npy")
-    folder = tmp_path_factory.mktemp("mtcnn_nets")
-    for net in ("pnet", "rnet", "onet"):
-        write_mtcnn(net, folder / f"{net}.pb")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def frozen_nets(mtcnn_dir) -> dict:
-    from facecvt.core.model import load_model
-    from facecvt.graph_ops.pipeline import freeze
-
-    return {net: freeze(load_model(mtcnn_dir / f"{net}.pb")).frozen for net in ("pnet", "rnet", "onet")}
 
 
 @pytest.fixture(scope="session")
@@ -310,7 +292,8 @@ def test_output_matching_is_by_name_not_position():
 
 
 def test_output_tolerances_follow_what_the_output_means():
-    from facecvt.validate.compare import OutputComparator, OutputTolerances, infer_output_kind
+    from facecvt.core.output_kinds import infer_output_kind
+    from facecvt.validate.compare import OutputComparator, OutputTolerances
 
     assert [infer_output_kind(n) for n in ("pnet/prob1", "rnet/conv5-2/conv5-2", "onet/conv6-3/conv6-3",
                                            "embeddings", "Identity")] == [

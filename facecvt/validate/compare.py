@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
-from facecvt.core.output_kinds import OUTPUT_KINDS, infer_output_kind  # noqa: F401  (verify's names for them)
 from facecvt.core.targets import PRECISIONS
 
 
