@@ -266,8 +266,8 @@ def _run_to_target(target: str, model, out, force, options, model_args):
     for path in destinations(target, out):
         check_destination(path, force)
     loaded, result = load_and_freeze(model, *model_args)
-    if options.get("calibration") is not None and not result.frozen.free_size:
-        options["calibration"] = options["calibration"].at_size(result.frozen.image_size)
+    if options.get("calibration") is not None:
+        options["calibration"] = options["calibration"].for_model(result.frozen)
     with step(f"converting to {target}"):
         exported = export(target, result.frozen, out, force=force, **options)
     details = {k: v for k, v in exported.details.items()
@@ -340,7 +340,9 @@ def opencv_target(out: Path, fmt: str | None) -> tuple[str, dict]:
                               help="Input layout: NHWC as in TensorFlow, or NCHW for runtimes that want it."),
                  click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True),
                  click.option("--calibration", type=click.Path(path_type=Path),
-                              help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
+                              help="Folder of face images for int8 calibration (preprocessed as --preprocess); a "
+                                   "free-size detector calibrates on an image pyramid of them, a detector stage "
+                                   "with a box output on windows cut from them."),
                  click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images."),
                  click.option("--cpu", type=click.Choice(["avx2", "vnni", "arm"]),
@@ -380,7 +382,9 @@ def _calibration_option(calibration, preprocess) -> dict:
                 [click.option("--precision", type=click.Choice(TARGETS["tflite"].precisions), default="fp32",
                               show_default=True),
                  click.option("--calibration", type=click.Path(path_type=Path),
-                              help="Folder of face images for int8 calibration (preprocessed as --preprocess)."),
+                              help="Folder of face images for int8 calibration (preprocessed as --preprocess); a "
+                                   "free-size detector calibrates on an image pyramid of them, a detector stage "
+                                   "with a box output on windows cut from them."),
                  click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), default="fixed",
                               show_default=True, help="Preprocessing applied to the calibration images."),
                  click.option("--keep-float", metavar="TENSOR[,TENSOR...]",
@@ -520,8 +524,8 @@ def verify_pipeline_command(bundle, images, json_path, reference, pairs):
               help="Run a model whose input size is free at each size (images resized to each, random inputs "
                    "drawn at each), e.g. 12x12,48x64,160x120.")
 @click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
-              help="What an output holds, to judge it by: prob (max |Δ|), box or landmarks (pixels at the input "
-                   "size), embedding or tensor (cosine). Default from the name (MTCNN's are known). Repeatable.")
+              help="What an output holds, to judge it by: prob (max |Δ|; a map: p99 and max), box or landmarks "
+                   "(pixels at the input size), embedding or tensor (cosine). Default from the name (MTCNN's are known). Repeatable.")
 @debug_option
 def verify_command(reference, candidates, images, random_count, pairs, embedding_output, preprocess, atol,
                    min_cosine, batch_size, json_path, localize, localize_inputs, html_path, engine, input_name,

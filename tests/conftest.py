@@ -46,6 +46,38 @@ def faces(face_paths) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def face_halves(tmp_path_factory) -> tuple:
+    """(calibration files, a folder of the other shared faces): every other face each, so that int8 is
+    scored on faces it was not calibrated on."""
+    paths = sorted(require_shared(faces_folder()).glob("*.png"))
+    assert len(paths) >= 16, f"the shared faces are missing from {faces_folder()}"
+    held = tmp_path_factory.mktemp("held_out_faces")
+    for path in paths[1::2]:
+        (held / path.name).symlink_to(path)
+    return tuple(paths[0::2]), held
+
+
+@pytest.fixture(scope="session")
+def mtcnn_dir(tmp_path_factory) -> Path:
+    """The three MTCNN nets as frozen .pb files; the released weights missing is a failure, not a skip."""
+    from facecvt.samples.mtcnn import weights_folder, write_mtcnn
+
+    require_shared(weights_folder() / "det3.npy")
+    folder = tmp_path_factory.mktemp("mtcnn_nets")
+    for net in ("pnet", "rnet", "onet"):
+        write_mtcnn(net, folder / f"{net}.pb")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def frozen_nets(mtcnn_dir) -> dict:
+    from facecvt.core.model import load_model
+    from facecvt.graph_ops.pipeline import freeze
+
+    return {net: freeze(load_model(mtcnn_dir / f"{net}.pb")).frozen for net in ("pnet", "rnet", "onet")}
+
+
+@pytest.fixture(scope="session")
 def graph_final_path() -> Path:
     from facecvt.samples.released import released_graph_path
 

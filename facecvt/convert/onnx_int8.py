@@ -77,7 +77,7 @@ def _reader(calibration, input_name: str, progress, one_image_at_a_time: bool = 
     """
     from onnxruntime.quantization import CalibrationDataReader
 
-    total = len(calibration) if hasattr(calibration, "digest") else _image_count(calibration)
+    total = calibration.sample_count() if hasattr(calibration, "sample_count") else _image_count(calibration)
 
     def feeds():
         for batch in calibration:
@@ -111,7 +111,7 @@ def settings(cpu: str, method: str, calibration, keep_float=()) -> dict:
     if hasattr(calibration, "digest"):
         digest = calibration.digest()
         recorded.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
-                        calibration_files=digest["files"])
+                        calibration_files=digest["files"], calibration_plan=calibration.describe())
     else:
         recorded["calibration_images"] = _image_count(calibration)
     return {**recorded, "keep_float": list(keep_float)}
@@ -146,7 +146,7 @@ def quantize(fp32_path: Path, out_path: Path, calibration, *, input_name: str, c
             weight_type=types[profile.weight_type], calibrate_method=methods[method],
             nodes_to_exclude=list(keep_float), calibration_cache_path=str(cache),
             extra_options={"ActivationSymmetric": profile.symmetric_activations})
-    recorded = settings(cpu, method, calibration, keep_float)
+        recorded = {**settings(cpu, method, calibration, keep_float), "shape_inference": shape_inference(work)}
     model = onnx.load(str(out_path))
     entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None) or model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(recorded)
@@ -155,13 +155,35 @@ def quantize(fp32_path: Path, out_path: Path, calibration, *, input_name: str, c
 
 
 def prepare(fp32_path: Path, work: Path) -> Path:
-    """onnxruntime's quantisation preprocessing (shape inference, graph optimisation), done once per work dir."""
+    """onnxruntime's quantisation preprocessing (shape inference, graph optimisation), done once per work dir.
+
+    onnxruntime's symbolic shape inference does not know every op of the opsets tf2onnx writes: at
+    opset 18 a ReduceMax takes its axes as an input, which it leaves shapeless, and then fails with a
+    TypeError on the next op (MTCNN's spelled-out softmax). ONNX's own shape inference knows them, and
+    the symbolic one only adds names for dimensions that stay unknown, so the preprocessing then runs
+    without it; `shape_inference(work)` says which one ran.
+    """
     from onnxruntime.quantization import quant_pre_process
 
     prepared = work / "prepared.onnx"
     if not prepared.is_file():
-        quant_pre_process(str(fp32_path), str(prepared))
+        try:
+            quant_pre_process(str(fp32_path), str(prepared))
+            used = "symbolic"
+        except Exception as exc:  # noqa: BLE001 - any failure of the symbolic pass: the ONNX one runs instead
+            used = f"onnx (onnxruntime's symbolic shape inference failed: {type(exc).__name__})"
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        (work / SHAPE_INFERENCE_NOTE).write_text(used)
     return prepared
+
+
+SHAPE_INFERENCE_NOTE = "shape_inference.txt"
+
+
+def shape_inference(work: Path) -> str | None:
+    """Which shape inference `prepare` ran in `work` ("symbolic" or "onnx (...)"), None before it ran."""
+    note = Path(work) / SHAPE_INFERENCE_NOTE
+    return note.read_text() if note.is_file() else None
 
 
 @contextlib.contextmanager
@@ -242,8 +264,9 @@ def write_int8(model, out_path: Path, calibration, input_name: str, cpu=None, ca
                progress=_print_progress, float_head=True) -> dict:
     """Quantise the fp32 ONNX `model` into `out_path`; returns the settings and the error account.
 
-    `float_head` keeps the head (`head_nodes`: the final FC layer and the L2 normalisation) in
-    float: little work, much of the error (min cosine 0.990 -> 0.9999 on the classic TF1 graph).
+    `float_head` keeps every output's head (`head_nodes`: an embedding's final FC layer and L2
+    normalisation, a detector's probability, box and landmark layers) in float: little work, much of
+    the error (min cosine 0.990 -> 0.9999 on the classic TF1 graph).
 
     `probe` is validate/quant_report (injected by the export workflow: convert/ does not import
     validate/): with it the details get the worst layers by SQNR, and `auto_keep_float` keeps the
@@ -290,13 +313,26 @@ COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm", "ConvTranspose"})
 
 
 def head_nodes(model) -> list:
-    """Names of the nodes of a topologically sorted graph's head: a final fully connected layer
-    (MatMul/Gemm) and everything after the last conv/matmul (the embedding's L2 normalisation)."""
-    nodes = list(model.graph.node)
-    last = max((i for i, node in enumerate(nodes) if node.op_type in COMPUTE_OPS), default=len(nodes) - 1)
-    if nodes and nodes[last].op_type in ("MatMul", "Gemm"):
-        last -= 1  # the embedding's projection too: a small share of the work, a large one of the error
-    return [node.name for node in nodes[last + 1:]]
+    """Names of the nodes of every output's head, in graph order: the last conv/matmul on the way to
+    the output and everything after it (an embedding's projection and L2 normalisation; a detector's
+    probability layer and softmax, its box and landmark layers).
+
+    Walks back from each graph output through the ops that are not COMPUTE_OPS, stopping at the
+    first compute op of each path. A head is a small share of the work and a large one of the error:
+    an int8 output is clipped to the range it had on the calibration images, so a box offset beyond
+    it is cut (O-Net's box: 5.8 px off on a held-out face with only the last head float, 1 px with
+    every head float).
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    head, stack = set(), [output.name for output in model.graph.output]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in head:
+            continue
+        head.add(node.name)
+        if node.op_type not in COMPUTE_OPS:
+            stack.extend(node.input)
+    return [node.name for node in model.graph.node if node.name in head]
 
 
 def _keep_float_until(target, kept, report, run, probe, prepared, out_path, held, held_names) -> dict:

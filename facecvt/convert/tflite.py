@@ -14,6 +14,8 @@ from facecvt.convert.calibration import first_images
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
 from facecvt.core.tf_env import import_tf
+from facecvt.graph_ops.pipeline import TFLITE_PIPELINE
+from facecvt.graph_ops.registry import PassContext, run_pipeline
 
 
 # ops that carry the network's multiply-accumulates: in an int8 model they must all run in int8
@@ -139,7 +141,7 @@ def _quantization_record(calibration) -> dict:
     if hasattr(calibration, "digest"):
         digest = calibration.digest()
         record.update(calibration_images=digest["count"], calibration_sha256=digest["sha256"],
-                      calibration_files=digest["files"])
+                      calibration_files=digest["files"], calibration_plan=calibration.describe())
     return record
 
 
@@ -208,6 +210,18 @@ def _int8_keeping_float(converter, frozen: FrozenGraph, keep_float) -> bytes:
                            f"{_converter_message(exc, frozen)}") from exc
 
 
+def prepared_graph(frozen: FrozenGraph) -> tuple:
+    """(a copy of `frozen` after TFLITE_PIPELINE, the passes' reports): the graph the converter takes."""
+    from dataclasses import replace
+
+    graph_def = type(frozen.graph_def)()
+    graph_def.CopyFrom(frozen.graph_def)
+    ctx = PassContext(input_name=frozen.input_name, output_names=list(frozen.output_names),
+                      input_shape=frozen.input_shape)
+    reports = run_pipeline(graph_def, ctx, TFLITE_PIPELINE)
+    return replace(frozen, graph_def=graph_def), reports
+
+
 def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = "fp32",
           calibration=None, probe=None, keep_float=()) -> dict:
     """Convert `frozen` to a .tflite at `tmp_path`; returns {"precision", "ops", "size_bytes"}.
@@ -222,6 +236,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     if precision == "int8" and calibration is None:
         raise FacecvtError("int8 quantisation needs calibration images: pass --calibration DIR "
                            "(a folder of face crops like the ones the model will see)")
+    frozen, reports = prepared_graph(frozen)
     converter = graph_converter(frozen)
     configure(converter, precision, calibration, frozen)
     if keep_float and precision != "int8":
@@ -234,7 +249,7 @@ def write(frozen: FrozenGraph, tmp_path: Path, siblings: dict, precision: str = 
     if precision == "int8" and summary["float_compute_ops"] and not keep_float:
         raise FacecvtError("int8 conversion left float compute ops "
                            f"({', '.join(sorted(set(summary['float_compute_ops'])))}); the model is not full-integer")
-    details = {"precision": precision, "ops": summary["ops"]}
+    details = {"precision": precision, "ops": summary["ops"], "passes": [r.as_dict() for r in reports]}
     if precision == "int8":
         details["quantization"] = {**_quantization_record(calibration), "keep_float": list(keep_float)}
         flatbuffer = record_metadata(flatbuffer, QUANT_METADATA_KEY, json.dumps(details["quantization"]))

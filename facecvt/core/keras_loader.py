@@ -189,12 +189,18 @@ def keras_model_graph(model, *, kind: str = "keras", loader: str = "keras") -> L
     input_names = [legal_node_name(_tensor_name(t)) for t in model.inputs]
     specs = [tf.TensorSpec(t.shape, t.dtype, name=name) for t, name in zip(model.inputs, input_names)]
     output_names = _output_names(model)
+    dict_keys = []  # a model returning a dict: its keys, in the order the function returns the values
 
     def call(*tensors):
         outputs = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
-        return list(outputs.values()) if isinstance(outputs, dict) else tf.nest.flatten(outputs)
+        if not isinstance(outputs, dict):
+            return tf.nest.flatten(outputs)
+        # the values by name: the dict's own order need not be output_names' (Keras 3 sorts one of them)
+        dict_keys[:] = output_names if sorted(output_names) == sorted(outputs) else sorted(outputs)
+        return [outputs[key] for key in dict_keys]
 
     concrete = tf.function(call).get_concrete_function(*specs)
+    output_names = list(dict_keys) or output_names
     graph_def, mapping = frozen_graph_def(concrete, output_names)
     layers = list(_layer_kinds(model))
     found = {"model": f"{type(model).__name__} {model.name!r}", "layers": len(layers),

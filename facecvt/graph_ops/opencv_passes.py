@@ -429,22 +429,26 @@ def prelu_to_keras_form(graph_def, ctx) -> str:
         AddV2(Relu(x), Mul(c, Relu(Neg(x))))           (c = -alpha, folded by the freezer)
         Sub(Relu(x), Mul(alpha, Relu(Neg(x))))
         AddV2(Relu(x), Mul(alpha, Neg(Relu(Neg(x)))))  (facenet's MTCNN)
-        ->  AddV2(Relu(x), Mul(Neg(alpha), Relu(Neg(x))))
+        ->  AddV2(Relu(x), Mul(Neg(alpha), Relu(Neg(x))))   alpha shaped [1, ..., 1, C] as Keras keeps it
 
     Exact: -alpha * relu(-x) is alpha * min(x, 0) with both signs flipped, -(-c) is c,
     a - b is a + (-b) and alpha * -r is -alpha * r. Operands match in either order.
-    The result keeps alpha itself in the .pb, which the .pbtxt's fused PReLU node reads.
+    The result keeps alpha itself in the .pb, which the .pbtxt's fused PReLU node reads. The TFLite
+    converter fuses the same form into one PRELU op (int8 too: one requantisation instead of four,
+    and no float NEG between int8 ops), but only when alpha has the input's rank less the batch
+    ([1, 1, C] on NHWC, [C] on a 2-D tensor), as Keras stores it (TFLITE_PIPELINE).
     """
     nodes = node_map(graph_def)
+    shapes = None
     done = {form: [] for form, _, _ in PRELU_FORMS}
     for add in [n for n in graph_def.node if n.op in ("Add", "AddV2", "Sub")]:
         for form, pattern, sign in PRELU_FORMS:
             m = match(pattern, nodes, add.name)
             if m is None:
                 continue
-            alpha = sign * m.values["alpha"]
-            alpha_ref = _add_const(graph_def, f"{add.name}/alpha", alpha.reshape(-1) if alpha.size > 1 else
-                                   alpha.reshape(()), np.float32)
+            shapes = shapes or _Shapes(graph_def)
+            alpha = _keras_alpha(sign * m.values["alpha"], len(shapes.of(m["x"]) or ()))
+            alpha_ref = _add_const(graph_def, f"{add.name}/alpha", alpha, np.float32)
             positive = _add_node(graph_def, f"{add.name}/positive", "Relu", [m["x"]])
             negated = _add_node(graph_def, f"{add.name}/negated", "Neg", [m["x"]])
             negative = _add_node(graph_def, f"{add.name}/negative", "Relu", [negated.name])
@@ -457,6 +461,14 @@ def prelu_to_keras_form(graph_def, ctx) -> str:
     return (f"rewrote {len(done['Minimum'])} Minimum PReLUs, kept alpha in {len(done['Keras'])} Keras PReLUs, "
             f"rewrote {len(done['negated'])} relu(x) + alpha * -relu(-x) PReLUs"
             + (f": {_names(names)}" if names else ""))
+
+
+def _keras_alpha(alpha: np.ndarray, rank: int) -> np.ndarray:
+    """A PReLU's slopes as Keras shapes them for an input of `rank`: [1, ..., 1, C] (rank - 1 dims), a
+    scalar for one shared slope; [C] when the rank is unknown."""
+    if alpha.size == 1:
+        return alpha.reshape(())
+    return alpha.reshape((1,) * max(rank - 2, 0) + (-1,))
 
 
 LOW = const("low", where=_float(lambda v: v.size == 1))

@@ -41,6 +41,16 @@ FREEZE_PIPELINE = [
 ]
 
 
+# Run by the TFLite exporter on the clean graph: PReLUs in the form the TFLite converter fuses into
+# its PRELU op (facenet's MTCNN writes relu(x) + alpha * -relu(-x), which it leaves as five ops with
+# a float NEG among them: an int8 model then requantises four times per PReLU and is not full-integer).
+TFLITE_PIPELINE = [
+    "prelu_to_keras_form",
+    "strip_unused",
+    "sort_topologically",
+]
+
+
 @dataclass
 class FreezeResult:
     frozen: FrozenGraph

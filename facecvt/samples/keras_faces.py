@@ -7,6 +7,10 @@ Dense, BatchNormalization named `embedding`, no L2 normalisation):
   (GDC) at 112x112, with a width multiplier and block repeats so tests can keep it small;
 - `resnet50v2`: `applications.ResNet50V2(weights=None, include_top=False)` at 112x112.
 
+And a small detector stage with several outputs, `face_detector`: O-Net's layout in Keras layers
+(conv, batch norm, PReLU, max pool; a dense layer; a softmax face probability, a box and five
+landmarks), its outputs a dict as Keras models with named heads return them.
+
 Every builder takes the Keras module to build with: Keras 3 (`keras`), or Keras 2 (`tf_keras`)
 to write `.h5` files exactly as Keras 2 / tf.keras did. Batch-norm statistics are randomised
 (`randomize_batch_norms`) so that a wrong fold shows in the outputs.
@@ -27,15 +31,16 @@ def scale_residual(x, scale):
     return x * scale
 
 
-def _keras(module=None):
-    if module is not None:
-        return module
-    from facecvt.core.tf_env import import_tf
+def _keras(module=None, seed: int | None = None):
+    """The Keras module to build with (Keras 3 by default), its weight initialisers seeded when `seed` is given."""
+    if module is None:
+        from facecvt.core.tf_env import import_tf
 
-    import_tf()
-    import keras
-
-    return keras
+        import_tf()
+        import keras as module
+    if seed is not None:
+        module.utils.set_random_seed(seed)
+    return module
 
 
 def embedding_head(keras, features, embedding_size: int, dropout: float = 0.4):
@@ -68,14 +73,16 @@ def _bottleneck(keras, x, filters, expansion, strides, residual, name):
 
 
 def mobile_facenet(keras=None, *, embedding_size: int = 128, width: float = 1.0, repeats=(5, 1, 6, 1, 2),
-                   dropout: float = 0.4, lambda_layer: str | None = None, name: str = "mobile_facenet"):
+                   dropout: float = 0.4, lambda_layer: str | None = None, name: str = "mobile_facenet",
+                   seed: int | None = None):
     """MobileFaceNet (Chen et al. 2018) as seed 004's `mobile_facenet.py` writes it.
 
     `width` scales every channel count and `repeats` the bottleneck stages, so tests can build a
     small one. `lambda_layer` adds one `Lambda` on the first residual: "lambda" (a Python lambda,
     whose code Keras 2's `.h5` stores) or "function" (`scale_residual`, stored by name only).
+    `seed` seeds the weight initialisers (the same network every run).
     """
-    keras = _keras(keras)
+    keras = _keras(keras, seed)
     layers = keras.layers
     channels = lambda c: max(8, int(c * width))  # noqa: E731
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="input")
@@ -101,13 +108,41 @@ def mobile_facenet(keras=None, *, embedding_size: int = 128, width: float = 1.0,
     return keras.Model(inputs, embedding_head(keras, x, embedding_size, dropout), name=name)
 
 
-def resnet50v2(keras=None, *, embedding_size: int = 512, dropout: float = 0.4, name: str = "resnet50v2_face"):
+def resnet50v2(keras=None, *, embedding_size: int = 512, dropout: float = 0.4, name: str = "resnet50v2_face",
+               seed: int | None = None):
     """`applications.ResNet50V2(weights=None, include_top=False)` at 112x112 with the embedding head."""
-    keras = _keras(keras)
+    keras = _keras(keras, seed)
     backbone = keras.applications.ResNet50V2(weights=None, include_top=False,
                                              input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
     return keras.Model(backbone.inputs[0], embedding_head(keras, backbone.outputs[0], embedding_size, dropout),
                        name=name)
+
+
+DETECTOR_SIZE = 48
+DETECTOR_OUTPUTS = ("prob", "box", "landmarks")
+
+
+def face_detector(keras=None, *, channels=(16, 32, 32), hidden: int = 64, dropout: float = 0.25,
+                  name: str = "face_detector", seed: int | None = None):
+    """An O-Net-like detector stage at 48x48: outputs {"prob": (N, 2) softmax, "box": (N, 4),
+    "landmarks": (N, 10)}; `seed` seeds the weight initialisers."""
+    keras = _keras(keras, seed)
+    layers = keras.layers
+    inputs = keras.Input(shape=(DETECTOR_SIZE, DETECTOR_SIZE, 3), name="input")
+    x = inputs
+    for index, filters in enumerate(channels, start=1):
+        x = layers.Conv2D(filters, 3, name=f"conv{index}")(x)
+        x = layers.BatchNormalization(name=f"bn{index}")(x)
+        x = layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(hidden, name="fc")(x)
+    x = layers.PReLU(name="prelu_fc")(x)
+    x = layers.Dropout(dropout, name="fc_dropout")(x)
+    outputs = {"prob": layers.Dense(2, activation="softmax", name="prob")(x),
+               "box": layers.Dense(4, name="box")(x),
+               "landmarks": layers.Dense(10, name="landmarks")(x)}
+    return keras.Model(inputs, outputs, name=name)
 
 
 def randomize_batch_norms(model, seed: int = 0) -> int:
@@ -159,6 +194,10 @@ def copy_weights(source, target) -> None:
         dst.set_weights(src.get_weights())
 
 
-def reference_outputs(model, images: np.ndarray) -> np.ndarray:
-    """The Keras model's outputs in inference mode (training=False)."""
-    return np.asarray(model(images, training=False))
+def reference_outputs(model, images: np.ndarray):
+    """The Keras model's outputs in inference mode (training=False): an array, or {name: array} for a
+    model whose outputs are a dict."""
+    outputs = model(images, training=False)
+    if isinstance(outputs, dict):
+        return {name: np.asarray(value) for name, value in outputs.items()}
+    return np.asarray(outputs)

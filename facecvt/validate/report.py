@@ -140,7 +140,8 @@ def candidates_table(report: dict) -> Table:
     return table
 
 
-OUTPUT_MEASURES = (("max_abs", "sci"), ("rel_max_abs", "sci"), ("min_cosine", "cos"), ("max_pixels", "px"))
+OUTPUT_MEASURES = (("max_abs", "sci"), ("p99_abs", "sci"), ("rel_max_abs", "sci"), ("min_cosine", "cos"),
+                   ("max_pixels", "px"))
 
 
 def _output_limits(tolerances: dict) -> str:
@@ -151,6 +152,10 @@ def _output_limits(tolerances: dict) -> str:
         parts.append(f"cos ≥ {tolerances['min_cosine']}")
     if tolerances.get("prob_atol") is not None:
         parts.append(f"|Δp| ≤ {tolerances['prob_atol']}")
+    if tolerances.get("prob_map_p99") is not None:
+        parts.append(f"p99 |Δp| ≤ {tolerances['prob_map_p99']}")
+    if tolerances.get("prob_map_max") is not None:
+        parts.append(f"|Δp| ≤ {tolerances['prob_map_max']}")
     if tolerances.get("max_pixels") is not None:
         parts.append(f"≤ {tolerances['max_pixels']} px")
     return ", ".join(parts) or "none"
@@ -163,8 +168,8 @@ def outputs_table(report: dict) -> Table:
     sizes = f", sizes {', '.join('x'.join(map(str, s)) for s in inputs['sizes'])}" if inputs.get("sizes") else ""
     table = Table(title=escape(f"{ref['backend']} reference {ref['path']} vs candidates, per output "
                                f"({inputs['count']} inputs from {inputs['source']}{sizes})"), title_justify="left")
-    for name in ("backend", "path", "precision", "output", "kind", "max |Δ|", "|Δ|/max|ref|", "min cosine",
-                 "max px", "limits", "result"):
+    for name in ("backend", "path", "precision", "output", "kind", "max |Δ|", "p99 |Δ|", "|Δ|/max|ref|",
+                 "min cosine", "max px", "limits", "result"):
         table.add_column(name, justify="right" if "|" in name or name.startswith(("min", "max")) else "left",
                          overflow="fold" if name in ("path", "output") else "ellipsis")
     for cand in report["candidates"]:

@@ -13,8 +13,8 @@ from facecvt.core.errors import FacecvtError, did_you_mean
 from facecvt.validate import metrics, runners
 from facecvt.core.targets import PRECISIONS, TARGETS, legal_names
 from facecvt.validate.artifacts import artifact_precision, default_runner_options, quantization_record
-from facecvt.validate.compare import (EmbeddingComparator, OutputComparator, OutputTolerances, Tolerances,
-                                      infer_output_kind)
+from facecvt.core.output_kinds import OUTPUT_KINDS, infer_output_kind
+from facecvt.validate.compare import EmbeddingComparator, OutputComparator, OutputTolerances, Tolerances
 from facecvt.validate.embedding_output import embedding_by_shape, requested_embedding
 from facecvt.validate.localize import localize as localize_candidate
 from facecvt.core.images import PREPROCESS_MODES, iter_image_batches, list_images, random_batches
@@ -507,8 +507,6 @@ def parse_sizes(text: str | None) -> tuple | None:
 
 def parse_output_kinds(items) -> dict:
     """--output-kind NAME=KIND (repeatable) -> {NAME: KIND}."""
-    from facecvt.validate.compare import OUTPUT_KINDS
-
     kinds = {}
     for item in items or ():
         name, sep, kind = item.partition("=")

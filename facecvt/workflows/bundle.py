@@ -120,9 +120,7 @@ def plan_jobs(stem: str, frozen, out_dir: Path, spec: BundleSpec) -> list:
             if precision == "int8":
                 if spec.images is None:
                     raise FacecvtError(f"{target} int8 needs calibration images: pass --images DIR")
-                calibration = CalibrationImages(spec.images, spec.preprocess)
-                # a free-size model calibrates on the images at their own size (one size per batch)
-                options["calibration"] = calibration if frozen.free_size else calibration.at_size(frozen.image_size)
+                options["calibration"] = CalibrationImages(spec.images, spec.preprocess).for_model(frozen)
                 if target == "onnx":
                     options.update(cpu=spec.cpu, calibration_method=spec.calibration_method)
             jobs.append(Job(target, precision, out_dir / _artifact_name(stem, target, precision), options))
