@@ -26,6 +26,11 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 
+# The graph's parameters, in this one place (benchmarks/run.py's bench_ann measures them against
+# the alternatives; README, "Choosing the ANN library"). A saved graph keeps the M it was built with.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+
 DB_NAME = "faces.sqlite"
 ANN_NAME = "faces.hnsw"
 SCHEMA = """
@@ -62,8 +67,8 @@ class FaceIndex:
     """Thread-safe: one lock around the table and the graph (a search takes well under a millisecond
     at these sizes; inference, not the index, bounds the server's throughput)."""
 
-    def __init__(self, folder: str | Path | None, dim: int, *, model: str = "", m: int = 32,
-                 ef_construction: int = 200, ef_search: int | None = None, save_every: int = 1000):
+    def __init__(self, folder: str | Path | None, dim: int, *, model: str = "", m: int = HNSW_M,
+                 ef_construction: int = HNSW_EF_CONSTRUCTION, ef_search: int | None = None, save_every: int = 1000):
         self.folder = Path(folder) if folder else None
         self.dim = int(dim)
         self.m, self.ef_construction, self.fixed_ef = m, ef_construction, ef_search
