@@ -614,7 +614,7 @@ def _face_index_at(folder: Path, data: np.ndarray, graph_file: Path):
 
 
 def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, configs=None,
-              efs=(64, 96, 128, 160, 192), construction: int = 200, threads: int = 2,
+              efs=(64, 80, 96, 128, 144, 160), construction: int = 200, threads: int = 2,
               cache: Path | None = None) -> list:
     """ANN indices for the face index on random 512-D unit vectors, measured side by side.
 
@@ -721,7 +721,7 @@ def _interleaved(candidates: dict, query_sets: dict) -> dict:
 
 
 # (library, M) measured against each other; FaceIndex uses hnswlib at facecvt.pipeline.index.HNSW_M
-ANN_CONFIGS = (("hnswlib", 32), ("hnswlib", 48), ("usearch i8", 32))
+ANN_CONFIGS = (("hnswlib", 48), ("hnswlib", 32), ("usearch i8", 32))
 ANN_COLUMNS = ["index", "n", "queries", "ef", "build_s", "MB", "recall_at_1", "p50_ms", "p99_ms", "cpu_p50_ms", "x"]
 
 
