@@ -89,3 +89,20 @@ def test_dimension_mismatch_and_bad_database(tmp_path):
     (tmp_path / "b" / DB_NAME).write_bytes(b"not sqlite" * 100)
     with pytest.raises(FacecvtError, match="SQLite"):
         FaceIndex(tmp_path / "b", 32)
+
+
+def test_a_saved_graph_keeps_the_m_it_was_built_with(tmp_path):
+    """A graph saved with M=32 (before HNSW_M became 48) is loaded as it is and searched with the
+    expansion measured for M=32; new graphs use HNSW_M."""
+    from facecvt.pipeline.index import HNSW_M, search_ef
+
+    data = unit(30, seed=4)
+    old = FaceIndex(tmp_path, 32, m=32)
+    old.add("x", data)
+    old.close()
+    reopened = FaceIndex(tmp_path, 32)
+    assert reopened.start_report["graph"] == "loaded" and reopened.graph.M == 32
+    assert reopened.search(data[5:6], k=1)[0][0].distance < 1e-5
+    assert FaceIndex(None, 32).graph.M == HNSW_M == 48
+    assert search_ef(100_000) == 64 and search_ef(100_000, 32) == 144
+    assert search_ef(10) == 64 and search_ef(10**7) == 512

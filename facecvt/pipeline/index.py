@@ -26,6 +26,11 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 
+# The graph's parameters, in this one place (benchmarks/run.py's bench_ann measures them against
+# the alternatives; README, "Choosing the ANN library"). A saved graph keeps the M it was built with.
+HNSW_M = 48
+HNSW_EF_CONSTRUCTION = 200
+
 DB_NAME = "faces.sqlite"
 ANN_NAME = "faces.hnsw"
 SCHEMA = """
@@ -40,15 +45,21 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def search_ef(count: int) -> int:
-    """HNSW's search expansion for an index of `count` faces: count / 800, within 64..512.
+def search_ef(count: int, m: int = HNSW_M) -> int:
+    """HNSW's search expansion for a graph of `count` faces built with `m` links a node, within
+    64..512: count / 1560 for M >= 48 (FaceIndex's graphs: 64 up to 100 000 faces), count / 690 for
+    the M=32 graphs saved before (a loaded graph keeps the M it was built with; 144 at 100 000).
 
-    Measured (benchmarks/run.py, ef_construction=200, random 512-D unit vectors, queries a
-    same-person distance from a stored vector): with M=32 recall@1 0.948 at ef 64 and 0.998 at ef 128
-    for 100 000 vectors (M=16 needed ef 512 for 0.995); at 10 000, M=16 already gave 0.996 at ef 64.
-    Real face embeddings cluster by person, which makes the graph easier to search than random vectors.
+    Measured (benchmarks/run.py's bench_ann settings: random 512-D unit vectors, ef_construction
+    200, queries a same-person squared distance 0.5 from a stored vector, one at a time, side by
+    side while other jobs loaded this 2-core machine, load average 2.6-3.8): at 100 000, M=48 gave
+    recall@1 0.991 / 0.994 / 0.992 at ef 64 on three sets of 1000 queries, 1.65-1.87 ms p50, and
+    0.996-0.998 at ef 80 (+20-30 % time); M=32 needed ef 144 for 0.994 (0.989 at ef 128), 1.15x the
+    time of M=48 at ef 80. At 10 000, M=16 already gave 0.996 at ef 64. Sizes above 100 000 are an
+    extrapolation, not measured.
     """
-    return int(min(512, max(64, count // 800)))
+    per_ef = 1560 if m >= 48 else 690
+    return int(min(512, max(64, count // per_ef)))
 
 
 @dataclass
@@ -59,11 +70,11 @@ class Match:
 
 
 class FaceIndex:
-    """Thread-safe: one lock around the table and the graph (a search takes well under a millisecond
-    at these sizes; inference, not the index, bounds the server's throughput)."""
+    """Thread-safe: one lock around the table and the graph (a search takes under 2 ms at 100 000
+    faces, ~0.5 ms at 10 000; inference, not the index, bounds the server's throughput)."""
 
-    def __init__(self, folder: str | Path | None, dim: int, *, model: str = "", m: int = 32,
-                 ef_construction: int = 200, ef_search: int | None = None, save_every: int = 1000):
+    def __init__(self, folder: str | Path | None, dim: int, *, model: str = "", m: int = HNSW_M,
+                 ef_construction: int = HNSW_EF_CONSTRUCTION, ef_search: int | None = None, save_every: int = 1000):
         self.folder = Path(folder) if folder else None
         self.dim = int(dim)
         self.m, self.ef_construction, self.fixed_ef = m, ef_construction, ef_search
@@ -238,7 +249,7 @@ class FaceIndex:
             k = min(int(k), count)
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
-            self.graph.set_ef(max(self.fixed_ef or search_ef(count), k))
+            self.graph.set_ef(max(self.fixed_ef or search_ef(count, self.graph.M), k))
             labels, distances = self.graph.knn_query(vectors, k=k)
             wanted = sorted({int(i) for i in labels.ravel()})
             marks = ",".join("?" * len(wanted))
