@@ -175,11 +175,11 @@ def _embed_all(backend, path, paths, size_hw=(160, 160)) -> np.ndarray:
 
 def _interleaved_latency(backend, paths: dict, batch: int, repeats: int) -> dict:
     """Median ms per run of each model, runs of the models interleaved (noise hits them alike)."""
-    stats = _interleaved({name: (backend, path, {}) for name, path in paths.items()}, batch, repeats)
+    stats = _interleaved_runs({name: (backend, path, {}) for name, path in paths.items()}, batch, repeats)
     return {name: row["median_ms"] for name, row in stats.items()}
 
 
-def _interleaved(models: dict, batch: int, repeats: int) -> dict:
+def _interleaved_runs(models: dict, batch: int, repeats: int) -> dict:
     """name -> {median_ms, p90_ms, per_image_ms, images_per_s} of each (backend, path, runner options),
     one run of each model in turn, `repeats` times (noise on a shared machine hits them alike)."""
     from facecvt.validate.runners import load_runner
@@ -405,7 +405,7 @@ def main() -> None:
     opencv = []
     for batch in (1, 8):  # every model of a batch size measured in one interleaved run
         models = {name: m for name, m in cv_models.items() if batch == 1 or "classic recipe" not in name}
-        stats = _interleaved(models, batch, r)
+        stats = _interleaved_runs(models, batch, r)
         opencv += [{"model": name, "batch": batch, **row} for name, row in stats.items()]
         pb_ms = stats["facecvt export"]["per_image_ms"]
         opencv[-1]["onnx_ms_over_pb_ms"] = stats["facecvt opencv-onnx (new engine)"]["per_image_ms"] / pb_ms
