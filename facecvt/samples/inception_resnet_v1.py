@@ -15,38 +15,42 @@ def _residual(layers, net, up, scale: float, scope: str, activation: bool):
     return net
 
 
-def block35(layers, net, scope: str, scale: float = 0.17, activation: bool = True):
-    conv = layers.conv
-    b0 = conv(net, 32, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 32, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 32, 3, f"{scope}/Branch_1/Conv2d_0b_3x3")
-    b2 = conv(net, 32, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
-    b2 = conv(b2, 32, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
-    b2 = conv(b2, 32, 3, f"{scope}/Branch_2/Conv2d_0c_3x3")
-    mixed = layers.tf.concat([b0, b1, b2], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
-    return _residual(layers, net, up, scale, scope, activation)
+def block35(layers, net, scope: str, scale: float = 0.17, activation: bool = True, widths=(32, (32, 32), (32, 32, 32))):
+    """35x35 residual block; `widths` = (Branch_0, Branch_1's two convs, Branch_2's three convs)."""
+    conv, (w0, w1, w2) = layers.conv, widths
+    b0 = conv(net, w0, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, w1[1], 3, f"{scope}/Branch_1/Conv2d_0b_3x3")
+    b2 = conv(net, w2[0], 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
+    b2 = conv(b2, w2[1], 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
+    b2 = conv(b2, w2[2], 3, f"{scope}/Branch_2/Conv2d_0c_3x3")
+    return _up_and_add(layers, net, [b0, b1, b2], scale, scope, activation)
 
 
-def block17(layers, net, scope: str, scale: float = 0.10, activation: bool = True):
-    conv = layers.conv
-    b0 = conv(net, 128, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 128, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 128, (1, 7), f"{scope}/Branch_1/Conv2d_0b_1x7")
-    b1 = conv(b1, 128, (7, 1), f"{scope}/Branch_1/Conv2d_0c_7x1")
-    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
-    return _residual(layers, net, up, scale, scope, activation)
+def block17(layers, net, scope: str, scale: float = 0.10, activation: bool = True, widths=(128, (128, 128, 128))):
+    """17x17 residual block (1x7 then 7x1); `widths` = (Branch_0, Branch_1's three convs)."""
+    conv, (w0, w1) = layers.conv, widths
+    b0 = conv(net, w0, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, w1[1], (1, 7), f"{scope}/Branch_1/Conv2d_0b_1x7")
+    b1 = conv(b1, w1[2], (7, 1), f"{scope}/Branch_1/Conv2d_0c_7x1")
+    return _up_and_add(layers, net, [b0, b1], scale, scope, activation)
 
 
-def block8(layers, net, scope: str, scale: float = 0.20, activation: bool = True):
-    conv = layers.conv
-    b0 = conv(net, 192, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 192, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 192, (1, 3), f"{scope}/Branch_1/Conv2d_0b_1x3")
-    b1 = conv(b1, 192, (3, 1), f"{scope}/Branch_1/Conv2d_0c_3x1")
-    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
+def block8(layers, net, scope: str, scale: float = 0.20, activation: bool = True, widths=(192, (192, 192, 192))):
+    """8x8 residual block (1x3 then 3x1); `widths` = (Branch_0, Branch_1's three convs)."""
+    conv, (w0, w1) = layers.conv, widths
+    b0 = conv(net, w0, 1, f"{scope}/Branch_0/Conv2d_1x1")
+    b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, w1[1], (1, 3), f"{scope}/Branch_1/Conv2d_0b_1x3")
+    b1 = conv(b1, w1[2], (3, 1), f"{scope}/Branch_1/Conv2d_0c_3x1")
+    return _up_and_add(layers, net, [b0, b1], scale, scope, activation)
+
+
+def _up_and_add(layers, net, branches: list, scale: float, scope: str, activation: bool):
+    """Concatenate the branches, project back to net's channels with a 1x1 conv (bias, no batch norm), add."""
+    mixed = layers.tf.concat(branches, 3, name=f"{scope}/concat")
+    up = layers.conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
     return _residual(layers, net, up, scale, scope, activation)
 
 

@@ -6,44 +6,15 @@ Its blocks have v1's shape with wider branches, a Mixed_5b stem block, twice as 
 
 from __future__ import annotations
 
-from facecvt.samples.inception_resnet_v1 import _max_pool, _residual, reduction_a
+from facecvt.samples.inception_resnet_v1 import _max_pool, block8, block17, block35, reduction_a
 
 ROOT = "InceptionResnetV2"
 
 
-def block35(layers, net, scope: str, scale: float = 0.17):
-    conv = layers.conv
-    b0 = conv(net, 32, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 32, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 32, 3, f"{scope}/Branch_1/Conv2d_0b_3x3")
-    b2 = conv(net, 32, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
-    b2 = conv(b2, 48, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
-    b2 = conv(b2, 64, 3, f"{scope}/Branch_2/Conv2d_0c_3x3")
-    mixed = layers.tf.concat([b0, b1, b2], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
-    return _residual(layers, net, up, scale, scope, True)
-
-
-def block17(layers, net, scope: str, scale: float = 0.10):
-    conv = layers.conv
-    b0 = conv(net, 192, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 128, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 160, (1, 7), f"{scope}/Branch_1/Conv2d_0b_1x7")
-    b1 = conv(b1, 192, (7, 1), f"{scope}/Branch_1/Conv2d_0c_7x1")
-    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
-    return _residual(layers, net, up, scale, scope, True)
-
-
-def block8(layers, net, scope: str, scale: float = 0.20, activation: bool = True):
-    conv = layers.conv
-    b0 = conv(net, 192, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, 192, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 224, (1, 3), f"{scope}/Branch_1/Conv2d_0b_1x3")
-    b1 = conv(b1, 256, (3, 1), f"{scope}/Branch_1/Conv2d_0c_3x1")
-    mixed = layers.tf.concat([b0, b1], 3, name=f"{scope}/concat")
-    up = conv(mixed, int(net.shape[-1]), 1, f"{scope}/Conv2d_1x1", normalize=False, activation=None)
-    return _residual(layers, net, up, scale, scope, activation)
+# v2's branch widths for v1's block builders
+BLOCK35_WIDTHS = (32, (32, 32), (32, 48, 64))
+BLOCK17_WIDTHS = (192, (128, 160, 192))
+BLOCK8_WIDTHS = (192, (192, 224, 256))
 
 
 def mixed_5b(layers, net, scope: str):
@@ -84,14 +55,14 @@ def inception_resnet_v2(layers, images, *, bottleneck_size: int = 512, keep_prob
     net = _max_pool(layers, net, f"{r}/MaxPool_5a_3x3")
     net = mixed_5b(layers, net, f"{r}/Mixed_5b")
     for i in range(1, 11):
-        net = block35(layers, net, f"{r}/Repeat/block35_{i}")
+        net = block35(layers, net, f"{r}/Repeat/block35_{i}", widths=BLOCK35_WIDTHS)
     net = reduction_a(layers, net, f"{r}/Mixed_6a", k=256, l=256, m=384, n=384)
     for i in range(1, 21):
-        net = block17(layers, net, f"{r}/Repeat_1/block17_{i}")
+        net = block17(layers, net, f"{r}/Repeat_1/block17_{i}", widths=BLOCK17_WIDTHS)
     net = mixed_7a(layers, net, f"{r}/Mixed_7a")
     for i in range(1, 10):
-        net = block8(layers, net, f"{r}/Repeat_2/block8_{i}")
-    net = block8(layers, net, f"{r}/Block8", scale=1.0, activation=False)
+        net = block8(layers, net, f"{r}/Repeat_2/block8_{i}", widths=BLOCK8_WIDTHS)
+    net = block8(layers, net, f"{r}/Block8", scale=1.0, activation=False, widths=BLOCK8_WIDTHS)
     net = conv(net, 1536, 1, f"{r}/Conv2d_7b_1x1")
     size = [int(net.shape[1]), int(net.shape[2])]
     net = tf.nn.avg_pool2d(net, size, 1, "VALID", name=f"{r}/Logits/AvgPool_1a_8x8/AvgPool")
