@@ -101,15 +101,16 @@ def _fmt(value, kind: str = "sci") -> str:
     return f"{value:.2e}"
 
 
-def _limits(tolerances: dict) -> str:
-    parts = []
-    if tolerances.get("atol") is not None:
-        parts.append(f"|Δ| ≤ {tolerances['atol']:.0e}")
-    if tolerances.get("min_cosine") is not None:
-        parts.append(f"cos ≥ {tolerances['min_cosine']}")
-    if tolerances.get("max_dist_change") is not None:
-        parts.append(f"Δdist ≤ {tolerances['max_dist_change']:.0e}")
-    return ", ".join(parts) or "none"
+# how each limit reads in a table: key of the tolerances -> format of its value
+EMBEDDING_LIMITS = (("atol", "|Δ| ≤ {:.0e}"), ("min_cosine", "cos ≥ {}"), ("max_dist_change", "Δdist ≤ {:.0e}"))
+OUTPUT_LIMITS = (("rel_atol", "|Δ|/max|ref| ≤ {:.0e}"), ("min_cosine", "cos ≥ {}"), ("prob_atol", "|Δp| ≤ {}"),
+                 ("prob_map_p99", "p99 |Δp| ≤ {}"), ("prob_map_max", "|Δp| ≤ {}"), ("max_pixels", "≤ {} px"))
+
+
+def _limits(tolerances: dict, formats=EMBEDDING_LIMITS) -> str:
+    """The limits that are set, as one line ('none' when none is)."""
+    return ", ".join(text.format(tolerances[key]) for key, text in formats
+                     if tolerances.get(key) is not None) or "none"
 
 
 def backend_label(entry: dict) -> str:
@@ -144,23 +145,6 @@ OUTPUT_MEASURES = (("max_abs", "sci"), ("p99_abs", "sci"), ("rel_max_abs", "sci"
                    ("max_pixels", "px"))
 
 
-def _output_limits(tolerances: dict) -> str:
-    parts = []
-    if tolerances.get("rel_atol") is not None:
-        parts.append(f"|Δ|/max|ref| ≤ {tolerances['rel_atol']:.0e}")
-    if tolerances.get("min_cosine") is not None:
-        parts.append(f"cos ≥ {tolerances['min_cosine']}")
-    if tolerances.get("prob_atol") is not None:
-        parts.append(f"|Δp| ≤ {tolerances['prob_atol']}")
-    if tolerances.get("prob_map_p99") is not None:
-        parts.append(f"p99 |Δp| ≤ {tolerances['prob_map_p99']}")
-    if tolerances.get("prob_map_max") is not None:
-        parts.append(f"|Δp| ≤ {tolerances['prob_map_max']}")
-    if tolerances.get("max_pixels") is not None:
-        parts.append(f"≤ {tolerances['max_pixels']} px")
-    return ", ".join(parts) or "none"
-
-
 def outputs_table(report: dict) -> Table:
     """A multi-output model: one row per candidate and output, each judged by its own limits."""
     inputs = report["inputs"]
@@ -180,7 +164,7 @@ def outputs_table(report: dict) -> Table:
             verdict = Text("PASS", style="bold green") if row["pass"] else Text(
                 "FAIL " + ", ".join(row.get("failed", [])), style="bold red")
             table.add_row(backend_label(cand), Text(cand["path"]), cand.get("precision", ""), Text(row["name"]),
-                          row.get("kind", ""), *cells, _output_limits(row.get("tolerances") or {}), verdict)
+                          row.get("kind", ""), *cells, _limits(row.get("tolerances") or {}, OUTPUT_LIMITS), verdict)
     return table
 
 
