@@ -79,7 +79,7 @@ class ArtifactVerifier:
             release()
         from facecvt.core.memory import return_free_memory
 
-        return_free_memory()  # the candidate's runtime, closed by verify
+        return_free_memory()  # from the reference's runtime and the candidate's, closed by verify
         return report["candidates"][0]
 
     def report(self, keys) -> dict:

@@ -64,12 +64,9 @@ class TensorFlowRunner(Runner):
         return self._model_session
 
     def release(self) -> None:
-        """Close the sessions and free their memory; the runner reopens them if it runs again."""
+        """Close the sessions (their memory goes back to the C heap); the runner reopens them if it runs again."""
         self.close()
         self._model_session = self._clean_session = None
-        from facecvt.core.memory import return_free_memory
-
-        return_free_memory()
 
     @property
     def input_shape(self) -> tuple:
