@@ -68,15 +68,16 @@ def reduction_a(layers, net, scope: str, k=192, l=192, m=256, n=384):
     return layers.tf.concat([b0, b1, b2], 3, name=f"{scope}/concat")
 
 
-def reduction_b(layers, net, scope: str):
-    conv = layers.conv
-    b0 = conv(net, 256, 1, f"{scope}/Branch_0/Conv2d_0a_1x1")
-    b0 = conv(b0, 384, 3, f"{scope}/Branch_0/Conv2d_1a_3x3", stride=2, padding="VALID")
-    b1 = conv(net, 256, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 256, 3, f"{scope}/Branch_1/Conv2d_1a_3x3", stride=2, padding="VALID")
-    b2 = conv(net, 256, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
-    b2 = conv(b2, 256, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
-    b2 = conv(b2, 256, 3, f"{scope}/Branch_2/Conv2d_1a_3x3", stride=2, padding="VALID")
+def reduction_b(layers, net, scope: str, widths=((256, 384), (256, 256), (256, 256, 256))):
+    """17x17 -> 8x8; `widths` = (Branch_0's two convs, Branch_1's two, Branch_2's three)."""
+    conv, (w0, w1, w2) = layers.conv, widths
+    b0 = conv(net, w0[0], 1, f"{scope}/Branch_0/Conv2d_0a_1x1")
+    b0 = conv(b0, w0[1], 3, f"{scope}/Branch_0/Conv2d_1a_3x3", stride=2, padding="VALID")
+    b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
+    b1 = conv(b1, w1[1], 3, f"{scope}/Branch_1/Conv2d_1a_3x3", stride=2, padding="VALID")
+    b2 = conv(net, w2[0], 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
+    b2 = conv(b2, w2[1], 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
+    b2 = conv(b2, w2[2], 3, f"{scope}/Branch_2/Conv2d_1a_3x3", stride=2, padding="VALID")
     b3 = _max_pool(layers, net, f"{scope}/Branch_3/MaxPool_1a_3x3")
     return layers.tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
 

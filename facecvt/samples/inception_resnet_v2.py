@@ -6,7 +6,7 @@ Its blocks have v1's shape with wider branches, a Mixed_5b stem block, twice as 
 
 from __future__ import annotations
 
-from facecvt.samples.inception_resnet_v1 import _max_pool, block8, block17, block35, reduction_a
+from facecvt.samples.inception_resnet_v1 import _max_pool, block8, block17, block35, reduction_a, reduction_b
 
 ROOT = "InceptionResnetV2"
 
@@ -15,6 +15,7 @@ ROOT = "InceptionResnetV2"
 BLOCK35_WIDTHS = (32, (32, 32), (32, 48, 64))
 BLOCK17_WIDTHS = (192, (128, 160, 192))
 BLOCK8_WIDTHS = (192, (192, 224, 256))
+MIXED_7A_WIDTHS = ((256, 384), (256, 288), (256, 288, 320))  # v1's reduction_b, wider
 
 
 def mixed_5b(layers, net, scope: str):
@@ -28,19 +29,6 @@ def mixed_5b(layers, net, scope: str):
     b3 = tf.nn.avg_pool2d(net, 3, 1, "SAME", name=f"{scope}/Branch_3/AvgPool_0a_3x3/AvgPool")
     b3 = conv(b3, 64, 1, f"{scope}/Branch_3/Conv2d_0b_1x1")
     return tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
-
-
-def mixed_7a(layers, net, scope: str):
-    conv = layers.conv
-    b0 = conv(net, 256, 1, f"{scope}/Branch_0/Conv2d_0a_1x1")
-    b0 = conv(b0, 384, 3, f"{scope}/Branch_0/Conv2d_1a_3x3", stride=2, padding="VALID")
-    b1 = conv(net, 256, 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, 288, 3, f"{scope}/Branch_1/Conv2d_1a_3x3", stride=2, padding="VALID")
-    b2 = conv(net, 256, 1, f"{scope}/Branch_2/Conv2d_0a_1x1")
-    b2 = conv(b2, 288, 3, f"{scope}/Branch_2/Conv2d_0b_3x3")
-    b2 = conv(b2, 320, 3, f"{scope}/Branch_2/Conv2d_1a_3x3", stride=2, padding="VALID")
-    b3 = _max_pool(layers, net, f"{scope}/Branch_3/MaxPool_1a_3x3")
-    return layers.tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
 
 
 def inception_resnet_v2(layers, images, *, bottleneck_size: int = 512, keep_prob: float = 0.8):
@@ -59,7 +47,7 @@ def inception_resnet_v2(layers, images, *, bottleneck_size: int = 512, keep_prob
     net = reduction_a(layers, net, f"{r}/Mixed_6a", k=256, l=256, m=384, n=384)
     for i in range(1, 21):
         net = block17(layers, net, f"{r}/Repeat_1/block17_{i}", widths=BLOCK17_WIDTHS)
-    net = mixed_7a(layers, net, f"{r}/Mixed_7a")
+    net = reduction_b(layers, net, f"{r}/Mixed_7a", widths=MIXED_7A_WIDTHS)
     for i in range(1, 10):
         net = block8(layers, net, f"{r}/Repeat_2/block8_{i}", widths=BLOCK8_WIDTHS)
     net = block8(layers, net, f"{r}/Block8", scale=1.0, activation=False, widths=BLOCK8_WIDTHS)
