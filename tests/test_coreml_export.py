@@ -183,3 +183,69 @@ def test_tensorflow_names_become_legal_core_ml_feature_names(tmp_path):
         assert runner.embed(np.zeros((3, 8, 8, 3), np.float32)).shape == (3, 4)
     assert legal_names(TARGETS["coreml"], ["a/b", "a_b", "9x", "ok"]) == {"a/b": "a_b", "a_b": "a_b_1", "9x": "_9x",
                                                                          "ok": "ok"}
+
+
+def _package_digests(model, folder) -> dict:
+    import hashlib
+
+    model.save(str(folder))
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "Manifest.json"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_skipping_the_pass_pipelines_bookkeeping_writes_the_same_package(frozen, tmp_path, precision):
+    """convert/coreml_speed.py changes how fast coremltools converts, not what it writes."""
+    import contextlib
+    import io
+
+    from facecvt.core.ct_env import import_coremltools
+
+    ct = import_coremltools()
+    input_type, _ = coreml_target._input_type(ct, frozen, False, 1.0, None)
+    with contextlib.redirect_stderr(io.StringIO()):
+        plain = ct.convert(frozen.graph_def, source="tensorflow", convert_to="mlprogram", inputs=[input_type],
+                           outputs=[ct.TensorType(name=name) for name in frozen.output_names],
+                           compute_precision=getattr(ct.precision, coreml_target.COMPUTE_PRECISION[precision]),
+                           minimum_deployment_target=getattr(ct.target, coreml_target.DEPLOYMENT_TARGET),
+                           skip_model_load=True)
+    fast = coreml_target._convert(ct, input_type, frozen, precision)
+    assert _package_digests(fast, tmp_path / "fast.mlpackage") == _package_digests(plain, tmp_path / "plain.mlpackage")
+
+
+def test_the_converted_program_is_still_validated_once(frozen, monkeypatch):
+    from coremltools.converters.mil.mil.block import Block
+    from coremltools.converters.mil.mil.program import Program
+
+    from facecvt.core.ct_env import import_coremltools
+
+    ct = import_coremltools()
+    calls = []
+    original = Program.validate
+    monkeypatch.setattr(Program, "validate", lambda self, **kw: calls.append(self) or original(self, **kw))
+    propagate = Block._propagate_nonreplaceable_vars
+    model = coreml_target._convert(ct, coreml_target._input_type(ct, frozen, False, 1.0, None)[0], frozen, "fp32")
+    assert calls == [model._mil_program]  # once, on the finished program (about 110 times without the patch)
+    assert Block._propagate_nonreplaceable_vars is propagate  # both patches undone
+
+
+def test_a_program_with_compressed_weights_keeps_its_nonreplaceable_walk():
+    from coremltools.converters.mil import Builder as mb
+
+    from facecvt.convert.coreml_speed import _holds_nonreplaceable
+    from facecvt.core.ct_env import import_coremltools
+
+    ct = import_coremltools()
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2,))], opset_version=ct.target.iOS16)
+    def compressed(x):
+        weights = mb.constexpr_affine_dequantize(quantized_data=np.array([1, 2], np.int8), zero_point=np.int8(0),
+                                                 scale=np.float32(0.5), axis=0)
+        return mb.add(x=x, y=weights)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2,))], opset_version=ct.target.iOS16)
+    def plain(x):
+        return mb.add(x=x, y=np.array([0.5, 1.0], np.float32))
+
+    assert _holds_nonreplaceable(compressed.functions["main"])
+    assert not _holds_nonreplaceable(plain.functions["main"])

@@ -25,6 +25,7 @@ from pathlib import Path
 from facecvt.core.errors import FacecvtError
 from facecvt.core.frozen import FrozenGraph
 from facecvt.core.ct_env import import_coremltools
+from facecvt.convert.coreml_speed import propagation_skipped_without_constexpr, validated_once
 from facecvt.core.targets import COREML_IMAGE_BIAS, COREML_IMAGE_SCALE, TARGETS, legal_names
 
 
@@ -98,14 +99,17 @@ def _graph_def_formatted_briefly(graph_def):
 
 
 def _convert(ct, input_type, frozen: FrozenGraph, precision: str):
+    converted = {}
     # coremltools draws progress bars on stderr; facecvt prints its own summary.
-    with contextlib.redirect_stderr(io.StringIO()), _graph_def_formatted_briefly(frozen.graph_def):
-        return ct.convert(
+    with contextlib.redirect_stderr(io.StringIO()), _graph_def_formatted_briefly(frozen.graph_def), \
+            validated_once(lambda: converted["model"]._mil_program), propagation_skipped_without_constexpr():
+        converted["model"] = ct.convert(
             frozen.graph_def, source="tensorflow", convert_to="mlprogram",
             inputs=[input_type], outputs=[ct.TensorType(name=name) for name in frozen.output_names],
             compute_precision=getattr(ct.precision, COMPUTE_PRECISION[precision]),
             minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
             skip_model_load=True)
+    return converted["model"]
 
 
 def _named_features(ct, model, input_name: str, output_names: list):
