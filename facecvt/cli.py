@@ -606,7 +606,9 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
     OUT/manifest.json (files, sha256, sizes, input/output, preprocessing, versions, verify results) and
     OUT/README.md (a usage snippet per target). A failed verification writes nothing and exits 1."""
     from facecvt.core.atomic import check_destination
-    from facecvt.workflows.bundle import BundleSpec, parse_precisions, parse_targets, write_bundle
+    from facecvt.workflows.bundle import (BundleSpec, parse_precisions, parse_targets, reference_in_advance,
+                                          write_bundle)
+    from facecvt.core.memory import return_free_memory
     from facecvt.workflows.export_pool import start_early
     from facecvt.core.console import err, out as console
     from facecvt.validate.report import render, write_json_atomic
@@ -626,12 +628,15 @@ def export_command(model, out, targets, precisions, images, pairs, preprocess, w
         list_images(images)
     started = time.perf_counter()
     start_early()  # the converter workers' process server imports TensorFlow while this one loads and freezes
+    early = {}  # the reference runs on the verify inputs in a thread while the model freezes
     loaded, result = load_and_freeze(model, input_name, output_name, set_values, batch, signature, custom_objects,
-                                     input_shape)
+                                     input_shape, after_load=lambda m: early.update(run=reference_in_advance(m, spec)))
+    return_free_memory()  # freezing's intermediate graphs (about 300 MB on FaceNet), before the workers start
     try:
         manifest, report = write_bundle(loaded, result.frozen, out, spec, force=force,
                                         progress=lambda m: err.print(f"[dim]{m}[/]"),
-                                        extend=pipeline_extension(detector, spec, alignment) if detector else None)
+                                        extend=pipeline_extension(detector, spec, alignment) if detector else None,
+                                        reference=early.get("run"))
     except ToleranceError as error:
         render(error.report, console)
         raise

@@ -27,6 +27,7 @@ class ExportResult:
     precision: str = "fp32"
     seconds: float = 0.0
     details: dict = field(default_factory=dict)  # exporter-specific facts (opset, ops left, ...)
+    recording: object = None  # the artifact's outputs on verify's inputs, when asked (validate/runners/replay.py)
 
     @property
     def paths(self) -> list:

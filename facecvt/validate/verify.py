@@ -48,18 +48,22 @@ class _Candidate:
     precision: str
     tolerances: Tolerances
     options: dict
+    runner: runners.Runner | None = None  # already open (export's replayed candidates): used as is
 
 
 def _candidates(candidates: Sequence[tuple], overrides: dict | None) -> list[_Candidate]:
     result = []
     for spec in candidates:
+        opened = spec[0] if isinstance(spec[0], runners.Runner) else None
+        if opened is not None:  # (runner, precision)
+            spec = (opened.backend, opened.path, *spec[1:])
         backend, path = spec[0], Path(spec[1])
         precision = spec[2] if len(spec) > 2 and spec[2] else artifact_precision(backend, path)
         if precision not in PRECISIONS:
             raise FacecvtError(f"unknown precision {precision!r} for {path}; use one of {', '.join(PRECISIONS)}")
         options = spec[3] if len(spec) > 3 and spec[3] is not None else default_runner_options(backend, path)
         result.append(_Candidate(backend, path, precision, Tolerances.for_precision(precision, **(overrides or {})),
-                                 options))
+                                 options, opened))
     return result
 
 
@@ -99,7 +103,7 @@ def _image_shape(reference, candidates: list) -> tuple[int | None, int | None, i
     return shape
 
 
-def _open(backend: str, path: str | Path, options: dict | None = None):
+def open_runner(backend: str, path: str | Path, options: dict | None = None):
     """The runner of `backend` for `path`; load failures become one user-facing line."""
     if backend not in runners.RUNNERS:
         raise FacecvtError(f"unknown backend {backend!r}{did_you_mean(backend, runners.RUNNERS)}; "
@@ -308,7 +312,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
     `inputs.sizes` runs a free-size model at each (H, W).
 
     `reference` is (backend, path) or an open Runner; `candidates` are (backend, path),
-    (backend, path, precision) or (backend, path, precision, runner options); a missing precision
+    (backend, path, precision), (backend, path, precision, runner options) or (open Runner,
+    precision), the runner closed at the end; a missing precision
     is read from the artifact, missing runner options open it as users do (OpenCV with its .pbtxt).
     `tolerances` overrides the per-precision defaults for every candidate (keys of `Tolerances`,
     None values ignored). With `pairs` (a file or a `Pairs`) the report gets a `pairs` block,
@@ -333,8 +338,8 @@ def verify(reference: tuple[str, str | Path], candidates: Sequence[tuple], input
         if isinstance(reference, runners.Runner):  # already open (export reuses its loaded model)
             ref_runner, reference = reference, (reference.backend, reference.path)
         else:
-            ref_runner = stack.enter_context(_open(reference[0], reference[1], reference_options))
-        cand_runners = [stack.enter_context(_open(c.backend, c.path, c.options)) for c in chosen]
+            ref_runner = stack.enter_context(open_runner(reference[0], reference[1], reference_options))
+        cand_runners = [stack.enter_context(c.runner or open_runner(c.backend, c.path, c.options)) for c in chosen]
         shape_hwc = _image_shape(ref_runner, cand_runners)
         kept = None
         if pairs is not None:
@@ -396,6 +401,16 @@ def _sizes(inputs: InputSpec, shape_hwc) -> list:
                 raise FacecvtError(f"--sizes {h}x{w}: the models take a fixed {'height' if index == 0 else 'width'} "
                                    f"of {fixed}; --sizes is for models whose input size is free")
     return [tuple(size) for size in inputs.sizes]
+
+
+def verification_batches(inputs: InputSpec, pairs: Pairs | str | Path | None, shape_hwc):
+    """Every batch `verify` feeds the models for these inputs (each size, in verify's order): what an
+    export worker runs its artifact on, for the parent to compare (validate/runners/replay.py)."""
+    if pairs is not None and not isinstance(pairs, Pairs):
+        pairs = read_pairs(pairs, inputs.images)
+    paths = _input_paths(inputs, pairs)
+    for _, batch in _size_batches(inputs, paths, shape_hwc, _sizes(inputs, shape_hwc)):
+        yield batch
 
 
 def _size_batches(inputs: InputSpec, paths, shape_hwc, sizes):

@@ -6,7 +6,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -127,37 +127,69 @@ def plan_jobs(stem: str, frozen, out_dir: Path, spec: BundleSpec) -> list:
     return jobs
 
 
-def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print) -> dict:
+def verify_inputs(spec: BundleSpec, frozen):
+    """The inputs a bundle's artifacts are verified on (`frozen`: the frozen graph, or the loaded model)."""
+    from facecvt.validate.verify import InputSpec
+
+    free = getattr(frozen, "free_size", False)
+    return InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
+                     preprocess=spec.preprocess,
+                     sizes=spec.sizes or (frozen.sizes_to_run(DEFAULT_FREE_SIZES) if free else None))
+
+
+def reference_in_advance(model, spec: BundleSpec):
+    """Start computing the reference's outputs on the bundle's verify inputs while the model freezes
+    (workflows/bundle_verify.py); None for a model whose input size is free (its verify sizes
+    depend on the frozen graph): the bundle then computes them when the workers start."""
+    from facecvt.workflows.bundle_verify import ReferenceInAdvance
+
+    if spec.sizes or None in tuple(model.input_shape[1:3]):
+        return None
+    return ReferenceInAdvance(model, verify_inputs(spec, model), spec.pairs)
+
+
+def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print, reference=None) -> dict:
     """Export every target of `spec` from one frozen graph into `out_dir`, verify, return the manifest.
 
     The converters run in worker processes (workflows/export_pool.py), the longest first; each
-    artifact is verified in this process as soon as it is written, while later ones convert.
+    worker also runs its artifact on the verify inputs, and this process compares the outputs with
+    the reference's as each artifact arrives. `reference`: a `reference_in_advance` started earlier.
     """
+    import contextlib
     from concurrent.futures import as_completed
 
     from facecvt.validate.runners.tensorflow import TensorFlowRunner
-    from facecvt.validate.verify import InputSpec
     from facecvt.workflows.bundle_verify import ArtifactVerifier
     from facecvt.workflows.export_pool import ExportPool, worker_count
 
     stem = model.path.stem if model.path.is_file() else model.path.name
-    jobs = plan_jobs(stem, frozen, out_dir, spec)
-    inputs = InputSpec(images=spec.images, random=None if spec.images or spec.pairs else spec.random,
-                       preprocess=spec.preprocess,
-                       sizes=spec.sizes or (frozen.sizes_to_run(DEFAULT_FREE_SIZES) if frozen.free_size else None))
+    inputs = verify_inputs(spec, frozen)
+    # each worker also runs its artifact on verify's inputs; this process compares (runners/replay.py)
+    jobs = [replace(job, record=(inputs, spec.pairs)) for job in plan_jobs(stem, frozen, out_dir, spec)]
     workers = worker_count(len(jobs), spec.workers)
     progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()
     results = {}
     with ExportPool(frozen, workers, progress, folder=out_dir) as pool:
         pending = {pool.submit(job): job for job in sorted(jobs, key=_expected_seconds, reverse=True)}
-        with TensorFlowRunner(model.path, model=model, clean=frozen) as reference:
-            verifier = ArtifactVerifier(reference, inputs, spec.pairs)
+        with contextlib.ExitStack() as stack:
+            if reference is not None:
+                verifier = ArtifactVerifier(stack.enter_context(reference.result(frozen)), inputs, spec.pairs)
+                progress(f"  reference: TensorFlow ran {reference.count} verify inputs while the model froze "
+                         f"({reference.seconds:.1f} s)")
+            else:
+                runner = stack.enter_context(TensorFlowRunner(model.path, model=model, clean=frozen))
+                verifier = ArtifactVerifier(runner, inputs, spec.pairs)
+                reference_started = time.perf_counter()
+                count = verifier.remember_reference(tuple(frozen.input_shape[1:4]))
+                progress(f"  reference: TensorFlow ran {count} verify inputs while the workers convert "
+                         f"({time.perf_counter() - reference_started:.1f} s)")
             for future in as_completed(pending):
                 job = pending[future]
                 results[job] = pool.result(future, job)
                 check_started = time.perf_counter()
-                check = verifier.check(job, results[job].backend, results[job].path, job.precision)
+                check = verifier.check(job, results[job].backend, results[job].path, job.precision,
+                                       results[job].recording)
                 verdict = "PASS" if check["pass"] else "FAIL " + ", ".join(check.get("failed", []))
                 progress(f"  verified {job.label}: {_measures(check)}: {verdict} "
                          f"({time.perf_counter() - check_started:.1f} s)")
@@ -238,7 +270,7 @@ def _preprocessing(mode: str) -> dict:
 
 
 def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool = False, progress=print,
-                 extend=None) -> dict:
+                 extend=None, reference=None) -> dict:
     """Build the bundle in a temporary folder beside `out_dir`; move it into place only if it verifies.
 
     `extend(manifest, folder, progress) -> [failed artifact labels]`, called once the model's artifacts
@@ -251,7 +283,7 @@ def write_bundle(model, frozen, out_dir: Path, spec: BundleSpec, *, force: bool 
 
     with sigterm_as_interrupt(), atomic_output(out_dir, force) as tmp:
         tmp.mkdir()
-        manifest, report = build_bundle(model, frozen, tmp, spec, progress)
+        manifest, report = build_bundle(model, frozen, tmp, spec, progress, reference)
         failed = [f"{a['target']} {a['precision']} ({', '.join(a['verify'].get('failed', []))})"
                   for a in manifest["artifacts"] if not a["verify"]["pass"]]
         if extend is not None and manifest["pass"]:

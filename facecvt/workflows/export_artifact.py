@@ -26,9 +26,13 @@ def destinations(target_name: str, out: str | Path) -> list[Path]:
     return [out] + [out.with_suffix(s) for s in lookup_target(target_name).siblings]
 
 
-def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: bool = False,
+def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: bool = False, record_on=None,
            **options) -> ExportResult:
-    """Write `target_name`'s artifact for `frozen` to `out`; nothing is published unless it loads and runs."""
+    """Write `target_name`'s artifact for `frozen` to `out`; nothing is published unless it loads and runs.
+
+    `record_on`: batches (verify's inputs) to run the loaded-back artifact on while it is open; the
+    outputs come back as the result's `recording` (None if running them failed: the caller's own
+    verify then meets the failure, with its usual message)."""
     target = lookup_target(target_name)
     finals = destinations(target_name, out)
     if options.get("precision") == "int8":
@@ -39,8 +43,10 @@ def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: boo
     with atomic_outputs(finals, force=force) as tmps:
         details = write_artifact(target_name, frozen, tmps, **options)
         runner_options = details.pop("runner_options", None) or {}
-        details.update(load_check(target.backend, tmps[0], frozen, runner_options))
+        checks, recording = load_check(target.backend, tmps[0], frozen, runner_options, record_on)
+        details.update(checks)
     return ExportResult(target=target_name, backend=target.backend, path=finals[0], extra_paths=finals[1:],
+                        recording=recording,
                         precision=options.get("precision", target.precisions[0]),
                         seconds=time.perf_counter() - started,
                         details={**details, "runner_options": _published(runner_options, tmps, finals)})
@@ -50,9 +56,10 @@ def export(target_name: str, frozen: FrozenGraph, out: str | Path, *, force: boo
 FREE_SIZE_CHECKS = ((24, 24), (40, 32))
 
 
-def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: dict) -> dict:
+def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: dict, record_on=None):
     """Open the artifact in its runtime and run a batch of 2 random inputs (1 if the batch is fixed),
-    at the model's size, or at two sizes when its height and width are free.
+    at the model's size, or at two sizes when its height and width are free; (checks, recording of
+    the `record_on` batches or None).
 
     Every output must come back finite with the shape the graph gives it. With runner options
     (sibling files), it is opened both with and without them, and the two must agree: a mis-built
@@ -64,6 +71,7 @@ def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: di
     inputs = [rng.uniform(-1, 1, (batch, h, w, frozen.input_shape[3])).astype(np.float32) for h, w in sizes]
     with runner_class(backend)(path, **runner_options) as runner:
         results = [runner.run(x) for x in inputs]
+        recording = _recorded(runner, record_on)
     for ys in results:
         _check_outputs(backend, ys, frozen, batch)
     ran = "; ".join(f"{'x'.join(map(str, x.shape[1:3]))} -> " + ", ".join(str(tuple(y.shape)) for y in ys)
@@ -87,7 +95,19 @@ def load_check(backend: str, path: Path, frozen: FrozenGraph, runner_options: di
                 f"(max |diff| {diff:.2e} > {SIBLING_ATOL}); this is a facecvt bug, please report it")
         if used:
             checks["sibling_check"] = f"{backend} agrees with and without {used} (max |diff| {diff:.1e})"
-    return checks
+    return checks, recording
+
+
+def _recorded(runner, batches):
+    """The runner's outputs on `batches`, or None when there are none or running them failed."""
+    if batches is None:
+        return None
+    from facecvt.validate.runners.replay import record
+
+    try:
+        return record(runner, batches)
+    except Exception:  # noqa: BLE001 - the parent's verify runs the artifact itself and reports it
+        return None
 
 
 def _check_outputs(backend: str, outputs: list, frozen: FrozenGraph, batch: int) -> None:

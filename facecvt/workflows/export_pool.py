@@ -38,12 +38,16 @@ FORKSERVER_PRELOAD = ["facecvt.workflows.worker_preload"]
 
 @dataclass(frozen=True)
 class Job:
-    """One artifact to write: `export(target, frozen, path, **options)` in a worker."""
+    """One artifact to write: `export(target, frozen, path, **options)` in a worker.
+
+    `record`: (InputSpec, pairs) of the bundle's verify; the worker then also runs the artifact on
+    those inputs while it is loaded and sends the outputs back (validate/runners/replay.py)."""
 
     target: str
     precision: str
     path: Path
     options: dict = field(default_factory=dict, hash=False, compare=False)
+    record: tuple | None = field(default=None, hash=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -69,10 +73,19 @@ def start_early() -> None:
     forkserver.ensure_running()
 
 
+def _cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def worker_count(jobs: int, wanted: int | None = None) -> int:
     """Workers to run: `wanted`, else one per core this process may use; never more than the jobs."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(jobs, wanted or cores))
+    return max(1, min(jobs, wanted or _cores()))
+
+
+def thread_share(workers: int) -> int | None:
+    """Threads each worker's runtimes take: its share of the cores (None for a single worker: all)."""
+    return max(1, _cores() // workers) if workers > 1 else None
 
 
 def to_payload(frozen: FrozenGraph) -> tuple[bytes, dict]:
@@ -101,10 +114,13 @@ def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
 _messages = None
 
 
-def _initialize(messages, parent: int) -> None:
+def _initialize(messages, parent: int, threads: int | None) -> None:
     global _messages
+    from facecvt.core.threads import set_thread_budget
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     _messages = messages
+    set_thread_budget(threads)  # the runtimes that check this worker's artifact share the cores
     threading.Thread(target=_exit_with, args=(parent,), name="facecvt-parent-watch", daemon=True).start()
 
 
@@ -153,7 +169,13 @@ def _run(job: Job, graph_file: Path, meta: dict):
     bundle's temporary folder), so that a killed worker's leftovers go when that folder is removed."""
     from facecvt.workflows.export_artifact import export
 
-    graph = Path(graph_file).read_bytes()
+    frozen = from_payload(Path(graph_file).read_bytes(), meta)
+    record_on = None
+    if job.record is not None:
+        from facecvt.validate.verify import verification_batches
+
+        inputs, pairs = job.record
+        record_on = verification_batches(inputs, pairs, tuple(frozen.input_shape[1:4]))
 
     started = time.perf_counter()
     _say(job, "start", f"converting -> {job.path.name}")
@@ -161,7 +183,7 @@ def _run(job: Job, graph_file: Path, meta: dict):
         tempfile.tempdir = scratch  # coremltools, TF and tf2onnx write temporaries here, removed with the bundle
         os.environ["TMPDIR"] = scratch
         try:
-            result = export(job.target, from_payload(graph, meta), job.path, **job.options)
+            result = export(job.target, frozen, job.path, record_on=record_on, **job.options)
         except FacecvtError as error:
             raise FacecvtError(f"{job.label}: {error}") from None  # a fresh one: it pickles plainly
         except Exception as error:  # noqa: BLE001 - not foreseen: sent back as an internal error
@@ -169,9 +191,14 @@ def _run(job: Job, graph_file: Path, meta: dict):
                                  f"{traceback.format_exc()}") from None
         finally:
             tempfile.tempdir = None
-    _say(job, "done", f"written and loaded back in {time.perf_counter() - started:.1f} s "
+    ran = f", run on {_images(result.recording)} verify inputs" if result.recording is not None else ""
+    _say(job, "done", f"written and loaded back{ran} in {time.perf_counter() - started:.1f} s "
                       f"(worker peak {_peak_rss_mb() / 1024:.1f} GB)")
     return result
+
+
+def _images(recording) -> int:
+    return sum(len(outputs[0]) for outputs in recording.outputs.values() if outputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +232,8 @@ class ExportPool:
         context = _context()
         self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
-                                                     initargs=(self._writer, os.getpid()), max_tasks_per_child=1)
+                                                     initargs=(self._writer, os.getpid(), thread_share(self._workers)),
+                                                     max_tasks_per_child=1)
         self._stop = threading.Event()
         self._relay = threading.Thread(target=self._relay_progress, name="facecvt-export-progress", daemon=True)
         self._relay.start()

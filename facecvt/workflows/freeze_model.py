@@ -33,14 +33,17 @@ def parse_set(values) -> dict:
 
 
 def load_and_freeze(model_path, input_name=None, output_name=None, set_values=(), batch="dynamic",
-                    signature=None, custom_objects=None, input_shape=None):
+                    signature=None, custom_objects=None, input_shape=None, after_load=None):
     """Load MODEL and run the freeze pipeline; returns (model, FreezeResult).
 
-    `output_name` may list several outputs ('a,b,c'); `input_shape` is --input-shape N,H,W,C."""
+    `output_name` may list several outputs ('a,b,c'); `input_shape` is --input-shape N,H,W,C;
+    `after_load(model)` is called between loading and freezing."""
     with step(f"loading {model_path}"):
         model = load_model(model_path, input_name=input_name, output_name=output_name,
                            set_values=parse_set(set_values), signature=signature, custom_objects=custom_objects,
                            input_shape=input_shape)
+    if after_load is not None:
+        after_load(model)
     with step("freezing"):
         result = freeze(model, batch=parse_batch(batch))
     return model, result

@@ -9,6 +9,7 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import Runner
+from facecvt.core.threads import thread_budget
 
 
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
@@ -41,6 +42,7 @@ class LiteRTRunner(Runner):
     backend = "litert"
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        threads = threads or thread_budget()
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(path)

@@ -8,6 +8,7 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import Runner
+from facecvt.core.threads import thread_budget
 
 
 def _static(dim):
@@ -30,6 +31,7 @@ class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        threads = threads or thread_budget()
         import onnxruntime
 
         super().__init__(path)

@@ -13,6 +13,7 @@ import numpy as np
 
 from facecvt.core.errors import FacecvtError
 from facecvt.validate.runners.base import Runner
+from facecvt.core.threads import thread_budget
 
 ENGINES = ("auto", "new", "classic")
 ONNX_SUFFIX = ".onnx"
@@ -68,6 +69,7 @@ class OpenCVRunner(Runner):
             self._output_names = list(output_names or graph_sinks(nodes))
             self._layers = [opencv_layer(self.net, nodes, name, self.path) for name in self._output_names]
         self._threads_before = cv2.getNumThreads()
+        threads = threads or thread_budget()
         if threads:
             cv2.setNumThreads(int(threads))
 

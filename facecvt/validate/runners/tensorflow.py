@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from facecvt.validate.runners.base import Runner
+from facecvt.core.threads import thread_budget
 
 # ops whose outputs are not layers: constants, inputs, and renames of another node's value
 NOT_LAYERS = frozenset({"Const", "Placeholder", "PlaceholderWithDefault", "Identity", "NoOp"})
@@ -21,6 +22,7 @@ class TensorFlowRunner(Runner):
     """
 
     backend = "tensorflow"
+    max_chunk = 4  # images per session run: bounds the activations held (32 FaceNet inputs: about 1.5 GB)
 
     def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None,
                  clean=None, signature=None, custom_objects=None, input_shape=None):
@@ -30,7 +32,7 @@ class TensorFlowRunner(Runner):
         self.model = model or load_model(path, input_name=input_name, output_name=output_name,
                                           set_values=set_values, signature=signature,
                                           custom_objects=custom_objects, input_shape=input_shape)
-        self._threads = threads
+        self._threads = threads or thread_budget()
         self._model_session = self._session(self.model.graph_def)
         self.feeds = {f"{name}:0": value for name, value in self.model.training_flags.items()}
         self.input_tensor = f"{self.model.input_name}:0"
@@ -74,6 +76,10 @@ class TensorFlowRunner(Runner):
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.output_tensors, {self.input_tensor: batch, **self.feeds})
+
+    def use_clean_graph(self, frozen) -> None:
+        """Localise against `frozen` (the graph the exports were made from) instead of freezing again."""
+        self._clean, self._clean_session = frozen, None
 
     @property
     def clean_graph(self):
