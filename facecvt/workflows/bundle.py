@@ -99,9 +99,10 @@ def _artifact_name(stem: str, target: str, precision: str) -> str:
     return "_".join([stem, *tags]) + suffix
 
 
-# Rough conversion seconds of the released FaceNet (README's stage table): the longest start first,
-# so that no worker begins a long conversion while the others sit idle at the end.
-EXPECTED_SECONDS = {"coreml": 16, "onnx": 11, "opencv-onnx": 11, "tflite": 8, "opencv": 3}
+# Rough CPU seconds of a worker's job on the released FaceNet (convert, load back, run on the 61 verify
+# faces; measured per process): the longest start first, so that no worker begins a long job while
+# the others sit idle at the end.
+EXPECTED_SECONDS = {"coreml": 9, "onnx": 7, "opencv-onnx": 7, "tflite": 5, "opencv": 5}
 
 
 def _expected_seconds(job) -> float:
