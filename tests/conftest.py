@@ -157,6 +157,14 @@ def frozen():
 
 
 @pytest.fixture(scope="session")
+def tiny_pb(tmp_path_factory, frozen) -> Path:
+    """The tiny clean graph as a .pb file, for the commands that take a model path."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pb"
+    path.write_bytes(frozen.graph_def.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="session")
 def images():
     from _tiny_graph import smooth_images
 

@@ -29,13 +29,6 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="session")
-def tiny_pb(tmp_path_factory, frozen):
-    path = tmp_path_factory.mktemp("parallel") / "tiny.pb"
-    path.write_bytes(frozen.graph_def.SerializeToString())
-    return path
-
-
-@pytest.fixture(scope="session")
 def unconvertible_pb(tmp_path_factory):
     from _tiny_graph import unconvertible_frozen_graph
 

@@ -234,12 +234,6 @@ def test_verify_warns_when_scored_on_calibration_images(fp32, int8, tflite_int8,
     assert "warnings" not in verify(("onnxruntime", fp32), [candidate], InputSpec(images=clean))
 
 
-@pytest.fixture(scope="module")
-def tiny_pb(frozen, tmp_path_factory):
-    path = tmp_path_factory.mktemp("pb") / "tiny.pb"
-    path.write_bytes(frozen.graph_def.SerializeToString())
-    return path
-
 
 def invoke(*args):
     from click.testing import CliRunner

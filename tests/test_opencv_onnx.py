@@ -45,13 +45,6 @@ def bottleneck_frozen_graph():
 
 
 @pytest.fixture(scope="session")
-def tiny_pb(tmp_path_factory, frozen):
-    path = tmp_path_factory.mktemp("cvonnx") / "tiny.pb"
-    path.write_bytes(frozen.graph_def.SerializeToString())
-    return path
-
-
-@pytest.fixture(scope="session")
 def bottleneck_pb(tmp_path_factory):
     path = tmp_path_factory.mktemp("cvonnx") / "bottleneck.pb"
     path.write_bytes(bottleneck_frozen_graph().graph_def.SerializeToString())

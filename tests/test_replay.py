@@ -15,13 +15,6 @@ INPUTS = InputSpec(random=6, batch_size=4)  # two batches: 4 and 2 inputs
 
 
 @pytest.fixture(scope="module")
-def tiny_pb(tmp_path_factory, frozen):
-    path = tmp_path_factory.mktemp("replay") / "tiny.pb"
-    path.write_bytes(frozen.graph_def.SerializeToString())
-    return path
-
-
-@pytest.fixture(scope="module")
 def recorded_onnx(frozen, tmp_path_factory):
     """The tiny graph's ONNX export, run on verify's inputs while it was loaded back."""
     batches = verification_batches(INPUTS, None, tuple(frozen.input_shape[1:4]))
