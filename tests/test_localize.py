@@ -135,6 +135,23 @@ def test_html_report_embeds_the_plots_and_tables(broken_report):
     assert "first divergence at <code>" in text and "http" not in text.replace("http://www.w3.org", "")
 
 
+def test_a_plot_drawn_early_is_reused_and_a_different_one_drawn(broken_report, monkeypatch):
+    import copy
+
+    from facecvt.validate import html_report
+
+    good, _ = broken_report["candidates"]
+    early = html_report.distribution_png(good)
+    drawn = []
+    monkeypatch.setattr(html_report, "_distribution_figure", lambda *a: drawn.append(a) or (_ for _ in ()).throw(
+        AssertionError("drawn again")))
+    assert html_report.distribution_png(copy.deepcopy(good)) == early and not drawn  # same content: looked up
+    other = copy.deepcopy(good)
+    other["distribution"]["cosines"][0] = 0.5
+    with pytest.raises(AssertionError, match="drawn again"):
+        html_report.distribution_png(other)
+
+
 def test_cli_verify_localize_writes_json_and_html(tiny_reference_pb, tiny_artifacts, frozen, tmp_path):
     broken, _ = broken_copy(tiny_artifacts["litert"], frozen, "bgr", tmp_path / "bgr.tflite")
     json_path, html_path = tmp_path / "r.json", tmp_path / "r.html"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from pathlib import Path
 
@@ -102,8 +103,7 @@ def _candidate_section(index: int, candidate: dict) -> str:
     parts = [f"<section><h2>{_e(title)} {_verdict(candidate['pass'])}</h2>"]
     distribution = candidate.get("distribution")
     if distribution:
-        parts.append(_img(_distribution_figure(candidate, distribution), "distribution",
-                          f"|Δ| histogram and per-input cosine of {title}"))
+        parts.append(_tag(distribution_png(candidate), "distribution", f"|Δ| histogram and per-input cosine of {title}"))
     block = candidate.get("localize")
     if block:
         parts.append(_localize_html(candidate, block, title))
@@ -170,12 +170,37 @@ def _pyplot():
     return plt
 
 
-def _img(figure, css: str, alt: str) -> str:
+def _png(figure) -> str:
+    """The figure as base64 PNG (closed once drawn)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     _pyplot().close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _tag(png: str, css: str, alt: str) -> str:
+    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{png}">'
+
+
+def _img(figure, css: str, alt: str) -> str:
+    return _tag(_png(figure), css, alt)
+
+
+# Drawn distribution plots by what they show, so that one drawn early (`facecvt export` draws each
+# artifact's while the workers still convert) is not drawn again when the report is written.
+_DRAWN: dict = {}
+_DRAWN_KEPT = 32
+
+
+def distribution_png(candidate: dict) -> str:
+    """The candidate's |Δ| histogram and per-input cosine plot as base64 PNG, drawn once per content."""
+    distribution = candidate["distribution"]
+    key = json.dumps([distribution, candidate.get("tolerances")], sort_keys=True, default=str)
+    if key not in _DRAWN:
+        while len(_DRAWN) >= _DRAWN_KEPT:
+            _DRAWN.pop(next(iter(_DRAWN)))
+        _DRAWN[key] = _png(_distribution_figure(candidate, distribution))
+    return _DRAWN[key]
 
 
 def _distribution_figure(candidate: dict, distribution: dict):

@@ -159,6 +159,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
     import contextlib
     from concurrent.futures import as_completed
 
+    from facecvt.validate.html_report import distribution_png
     from facecvt.validate.runners.tensorflow import TensorFlowRunner
     from facecvt.workflows.bundle_verify import ArtifactVerifier
     from facecvt.workflows.export_pool import ExportPool, worker_count
@@ -191,6 +192,8 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
                 check_started = time.perf_counter()
                 check = verifier.check(job, results[job].backend, results[job].path, job.precision,
                                        results[job].recording)
+                if check.get("distribution"):
+                    distribution_png(check)  # drawn now, while later artifacts convert; report.html reuses it
                 verdict = "PASS" if check["pass"] else "FAIL " + ", ".join(check.get("failed", []))
                 progress(f"  verified {job.label}: {_measures(check)}: {verdict} "
                          f"({time.perf_counter() - check_started:.1f} s)")
