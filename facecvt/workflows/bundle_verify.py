@@ -17,6 +17,11 @@ from facecvt.validate.runners.base import Runner
 from facecvt.validate.runners.replay import ReplayRunner, batch_key
 
 
+# Images per reference run during an export: bounds the activations it holds while converters run
+# beside it (32 FaceNet inputs at once held about 1.5 GB); a batch's outputs are still kept whole.
+REFERENCE_CHUNK = 4
+
+
 class RememberingReference(Runner):
     """The reference runner, its outputs kept per input batch (keyed by the batch's bytes)."""
 
@@ -24,6 +29,7 @@ class RememberingReference(Runner):
         super().__init__(runner.path)
         self.backend = runner.backend
         self._runner = runner
+        self._runner.max_chunk = min(runner.max_chunk or REFERENCE_CHUNK, REFERENCE_CHUNK)
         self._seen: dict = {}
 
     @property

@@ -22,7 +22,6 @@ class TensorFlowRunner(Runner):
     """
 
     backend = "tensorflow"
-    max_chunk = 4  # images per session run: bounds the activations held (32 FaceNet inputs: about 1.5 GB)
 
     def __init__(self, path, *, input_name=None, output_name=None, set_values=None, model=None, threads=None,
                  clean=None, signature=None, custom_objects=None, input_shape=None):
