@@ -92,7 +92,6 @@ class FaceIndex:
         self.save_every = save_every
         self._lock = threading.RLock()
         self._unsaved = 0
-        self._ef = None
         self.start_report: dict = {}
         if self.folder is not None:
             if self.folder.exists() and not self.folder.is_dir():
@@ -250,9 +249,7 @@ class FaceIndex:
             k = min(int(k), count)
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
-            ef = max(self.fixed_ef or search_ef(count, self.graph.connectivity), k)
-            if ef != self._ef:
-                self.graph.expansion_search = self._ef = ef
+            self.graph.expansion_search = max(self.fixed_ef or search_ef(count, self.graph.connectivity), k)
             found = self.graph.search(vectors, k, threads=1)
             if found.keys.ndim == 1:  # one query: usearch's Matches, as many keys as found
                 keys = [found.keys.tolist()]
