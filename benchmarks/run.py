@@ -621,9 +621,8 @@ def _face_index_at(folder: Path, data: np.ndarray, graph_file: Path, graph=None)
     """A FaceIndex holding `data` (ids 1..n) whose saved graph is `graph_file`: the service's own
     search path (graph, then the SQLite lookup of names and exact distances) without rebuilding the
     graph. With `graph` (the same graph, already loaded) the FaceIndex searches that object once it
-    has loaded its own copy: a second copy in memory would be colder in the caches than the
-    candidates that share one, which measured the FaceIndex row ~0.6 ms slower than its graph at
-    10 000 and 100 000 faces, against ~0.05 ms when timed alone."""
+    has loaded its own copy: a second copy in memory is colder in the caches than the one the
+    graph's candidates share (0.10-0.14 ms slower than the shared one, interleaved, at 10 000)."""
     import shutil
     import sqlite3
 
@@ -653,8 +652,9 @@ def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, co
     `construction` (or loaded from `cache`, where the builds are kept for the next run, named by
     library, scalar type, metric, M and n; they take minutes at 100 000), then every (configuration,
     ef) candidate answers the same queries one at a time on one thread, interleaved: query r of every
-    candidate runs before query r + 1 of any, each candidate in its own random order of the queries,
-    so a change of the machine's load touches every candidate alike.
+    candidate runs before query r + 1 of any (the candidates in a new random order each round), each
+    candidate in its own random order of the queries, so a change of the machine's load touches every
+    candidate alike.
     Recall@1 against exact search; wall-clock p50/p99 and the p50 of the thread's CPU time (less
     sensitive than wall time to other jobs, which preempt queries longer than a time slice); `x`
     is the p50 relative to the chosen configuration's (FaceIndex's graph: usearch at ANN_DTYPE,
@@ -730,7 +730,11 @@ def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, co
 
 
 def _interleaved(candidates: dict, query_sets: dict) -> dict:
-    """{candidate: {kind: (top-1 labels, wall seconds, CPU seconds)}}, the candidates interleaved."""
+    """{candidate: {kind: (top-1 labels, wall seconds, CPU seconds)}}, the candidates interleaved:
+    each round runs one query of every candidate, in a new random order of the candidates (with a
+    fixed order, forward and backward, a candidate's time depended on its neighbours in the list: the
+    FaceIndex row, last, measured ~0.5 ms above its graph at 10 000 and 100 000, against 0.1 ms with
+    the order shuffled and 0.05 ms alone)."""
     rng = np.random.default_rng(7)
     names = list(candidates)
     out = {c: {} for c in names}
@@ -744,7 +748,8 @@ def _interleaved(candidates: dict, query_sets: dict) -> dict:
             for q in queries[:20]:
                 candidates[c][0](q)
         for r in range(n):
-            for c in names if r % 2 == 0 else names[::-1]:
+            for j in rng.permutation(len(names)):  # a new order of the candidates every round: none
+                c = names[j]  # always follows the same one, whose cache traffic it would inherit
                 i = orders[c][r]
                 search = candidates[c][0]
                 cpu0, started = time.thread_time(), time.perf_counter()

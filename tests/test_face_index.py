@@ -96,7 +96,7 @@ def test_a_saved_graph_keeps_its_connectivity_and_an_old_hnswlib_graph_is_rebuil
     version (hnswlib) is replaced by a graph built from the table; new graphs use the constants."""
     import hnswlib
 
-    from facecvt.pipeline.index import ANN_CONNECTIVITY, ANN_DTYPE, OLD_ANN_NAMES
+    from facecvt.pipeline.index import ANN_CONNECTIVITY, ANN_DTYPE, OLD_ANN_NAMES, search_ef
 
     data = unit(30, seed=4)
     old = FaceIndex(tmp_path / "a", 32, connectivity=16)
@@ -107,6 +107,8 @@ def test_a_saved_graph_keeps_its_connectivity_and_an_old_hnswlib_graph_is_rebuil
     assert reopened.search(data[5:6], k=1)[0][0].distance < 1e-5
     fresh = FaceIndex(None, 32)
     assert fresh.graph.connectivity == ANN_CONNECTIVITY and fresh.graph.dtype.name.lower() == ANN_DTYPE
+    assert search_ef(100_000) == 48 and search_ef(100_000, 16) == 144
+    assert search_ef(10) == 48 and search_ef(10**7) == 512
 
     # an index folder of an earlier version: the table and hnswlib's graph
     folder = tmp_path / "b"

@@ -54,22 +54,23 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def search_ef(count: int, connectivity: int = ANN_CONNECTIVITY) -> int:
-    """The graph's search expansion for `count` faces and a graph of `connectivity` links a node,
-    within 64..512: count / 1560 for connectivity >= 64 (FaceIndex's graphs: 64 up to 100 000 faces),
-    count / 1250 for 48 (80 at 100 000), count / 690 below (144 at 100 000); a loaded graph keeps the
-    connectivity it was built with.
+    """The graph's search expansion for `count` faces and a graph of `connectivity` links a node:
+    count / 2080 within 48..512 for connectivity >= 64 (FaceIndex's graphs: 48 up to 100 000 faces),
+    count / 1250 within 64..512 for 48 (80 at 100 000), count / 690 within 64..512 below (144 at
+    100 000); a loaded graph keeps the connectivity it was built with.
 
     Measured (usearch 2.26, 8-bit vectors, squared L2, expansion_add 200; random 512-D unit vectors,
-    queries a same-person squared distance 0.5 from a stored vector, one at a time, interleaved with
-    the other candidates while other jobs loaded this 2-core machine, load average 2.8-3.0): at
-    100 000, connectivity 64 at ef 64 gave recall@1 1.000 / 0.999 / 1.000 / 1.000 on four sets of
-    1000 queries at 1.56-1.61 ms p50 (ef 48: 0.995-0.999, 1.46-1.55 ms); connectivity 48 needed ef 80
-    for 0.994-0.999 (1.46-1.80 ms; ef 64: 0.988-0.996); connectivity 32 gave 0.992-0.999 at ef 128
-    (2.0 ms). hnswlib M=48 at ef 64, the previous setting, gave 0.985-0.995 at 1.87-2.01 ms in the
-    same runs. Sizes above 100 000 are an extrapolation, not measured.
+    queries a same-person squared distance 0.5 from a stored vector, one at a time; benchmarks/run.py's
+    bench_ann, the candidates interleaved in a new order every query, so each finds its graph cold
+    in the caches as a server does after an inference; load average 2.4-3.4 on this 2-core machine):
+    at 100 000, connectivity 64 at ef 48 gave recall@1 0.993-0.999 on six sets of 1000 queries
+    (seeds 3-8) at 1.64-1.70 ms p50 (ef 56: 0.996-1.000, 1.85-1.91 ms; ef 64: 0.999-1.000, 2.1 ms);
+    connectivity 48 gave 0.988-0.996 at ef 64, 0.994-0.999 at ef 80 (2.1-2.2 ms); hnswlib M=48 at
+    ef 64, the previous setting, 0.985-0.995 at 2.1 ms. At 10 000 every setting found every near
+    query's neighbour. Sizes above 100 000 are an extrapolation, not measured.
     """
-    per_ef = 1560 if connectivity >= 64 else 1250 if connectivity >= 48 else 690
-    return int(min(512, max(64, count // per_ef)))
+    per_ef, least = (2080, 48) if connectivity >= 64 else (1250, 64) if connectivity >= 48 else (690, 64)
+    return int(min(512, max(least, count // per_ef)))
 
 
 @dataclass
@@ -250,22 +251,23 @@ class FaceIndex:
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
             self.graph.expansion_search = max(self.fixed_ef or search_ef(count, self.graph.connectivity), k)
-            found = self.graph.search(vectors, k, threads=1)
-            if found.keys.ndim == 1:  # one query: usearch's Matches, as many keys as found
-                keys = [found.keys.tolist()]
+            if len(vectors) == 1:  # one face: usearch's single-query path, as many keys as found
+                keys = [self.graph.search(vectors[0], k, threads=1).keys.tolist()]
             else:
+                found = self.graph.search(vectors, k, threads=1)
                 keys = [row[:n].tolist() for row, n in zip(found.keys, found.counts)]
             wanted = sorted({i for row in keys for i in row})
             marks = ",".join("?" * len(wanted))
             rows = {r[0]: r[1:] for r in self.db.execute(
                 f"SELECT id, name, vector FROM faces WHERE id IN ({marks})", wanted).fetchall()}
         out = []
-        for query, row in zip(vectors, keys):
-            ids = [i for i in row if i in rows]
-            stored = np.frombuffer(b"".join(rows[i][1] for i in ids), np.float32).reshape(len(ids), self.dim)
-            distances = ((stored.astype(np.float64) - query) ** 2).sum(axis=1)
-            out.append(sorted((Match(i, rows[i][0], float(d)) for i, d in zip(ids, distances)),
-                              key=lambda m: m.distance))
+        for query, row in zip(vectors.astype(np.float64), keys):
+            matches = []
+            for i in row:
+                if i in rows:
+                    d = np.frombuffer(rows[i][1], np.float32) - query
+                    matches.append(Match(i, rows[i][0], float(np.dot(d, d))))
+            out.append(sorted(matches, key=lambda m: m.distance) if len(matches) > 1 else matches)
         return out
 
     def save(self) -> None:
