@@ -62,12 +62,13 @@ def search_ef(count: int, connectivity: int = ANN_CONNECTIVITY) -> int:
     Measured (usearch 2.26, 8-bit vectors, squared L2, expansion_add 200; random 512-D unit vectors,
     queries a same-person squared distance 0.5 from a stored vector, one at a time; benchmarks/run.py's
     bench_ann, the candidates interleaved in a new order every query, so each finds its graph cold
-    in the caches as a server does after an inference; load average 2.4-3.4 on this 2-core machine):
+    in the caches as a server does after an inference; load average 2.4-4.6 on this 2-core machine):
     at 100 000, connectivity 64 at ef 48 gave recall@1 0.993-0.999 on six sets of 1000 queries
-    (seeds 3-8) at 1.64-1.70 ms p50 (ef 56: 0.996-1.000, 1.85-1.91 ms; ef 64: 0.999-1.000, 2.1 ms);
-    connectivity 48 gave 0.988-0.996 at ef 64, 0.994-0.999 at ef 80 (2.1-2.2 ms); hnswlib M=48 at
-    ef 64, the previous setting, 0.985-0.995 at 2.1 ms. At 10 000 every setting found every near
-    query's neighbour. Sizes above 100 000 are an extrapolation, not measured.
+    (seeds 3-8) at 1.54-1.70 ms p50 (ef 56: 0.996-1.000, 1.73-1.91 ms; ef 64: 0.999-1.000, 1.9-2.1
+    ms), and FaceIndex.search on it 1.75-1.85 ms; connectivity 48 gave 0.988-0.996 at ef 64,
+    0.994-0.999 at ef 80 (2.0-2.2 ms); hnswlib M=48 at ef 64, the previous setting, 0.985-0.995 at
+    2.1-2.2 ms. At 10 000 every setting found every near query's neighbour. Sizes above 100 000 are
+    an extrapolation, not measured.
     """
     per_ef, least = (2080, 48) if connectivity >= 64 else (1250, 64) if connectivity >= 48 else (690, 64)
     return int(min(512, max(least, count // per_ef)))
