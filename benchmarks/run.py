@@ -672,7 +672,8 @@ def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, co
     rows = []
     for n in sizes:
         data = random_unit_vectors(n, dim, seed=1)
-        query_sets = {"near": near_queries(data, n_queries, seed=seed), "random": random_unit_vectors(n_queries, dim, 2)}
+        query_sets = {"near": near_queries(data, n_queries, seed=seed),
+                      "random": random_unit_vectors(n_queries, dim, 2)}
         truths = {kind: exact_top1(data, q) + 1 for kind, q in query_sets.items()}  # labels are 1..n
         for kind, queries in query_sets.items():
             labels, seconds, cpu = _time_queries(lambda q: int(np.argmax(data @ q)) + 1, queries[:200])

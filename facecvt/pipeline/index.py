@@ -168,7 +168,8 @@ class FaceIndex:
             self.graph, why = self._load_graph(path)
             how = "loaded" if self.graph is not None else f"rebuilt from the table ({why})"
         elif old:
-            how = f"rebuilt from the table ({old[0].name} is an hnswlib graph of an earlier version; replaced by {ANN_NAME})"
+            how = (f"rebuilt from the table ({old[0].name} is an hnswlib graph of an earlier version; "
+                   f"replaced by {ANN_NAME})")
         added = removed = 0
         if self.graph is None:
             self.graph = self._new_graph()
