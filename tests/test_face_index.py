@@ -1,4 +1,4 @@
-"""The face index: SQLite as the source of truth, the HNSW graph saved atomically and reconciled at start."""
+"""The face index: SQLite as the source of truth, the HNSW graph (usearch) saved atomically and reconciled at start."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_a_registration_interrupted_midway_leaves_nothing(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         index.add("half", unit(3, seed=3))
     monkeypatch.undo()
-    assert len(index) == 0 and index.graph.get_current_count() == 0
+    assert len(index) == 0 and len(index.graph) == 0
     index.close()
     assert len(FaceIndex(tmp_path, 32)) == 0
 
@@ -91,18 +91,58 @@ def test_dimension_mismatch_and_bad_database(tmp_path):
         FaceIndex(tmp_path / "b", 32)
 
 
-def test_a_saved_graph_keeps_the_m_it_was_built_with(tmp_path):
-    """A graph saved with M=32 (before HNSW_M became 48) is loaded as it is and searched with the
-    expansion measured for M=32; new graphs use HNSW_M."""
-    from facecvt.pipeline.index import HNSW_M, search_ef
+def test_a_saved_graph_keeps_its_connectivity_and_an_old_hnswlib_graph_is_rebuilt(tmp_path):
+    """A graph saved with another connectivity is loaded as it is; a `faces.hnsw` of an earlier
+    version (hnswlib) is replaced by a graph built from the table; new graphs use the constants."""
+    import hnswlib
+
+    from facecvt.pipeline.index import ANN_CONNECTIVITY, ANN_DTYPE, OLD_ANN_NAMES, search_ef
 
     data = unit(30, seed=4)
-    old = FaceIndex(tmp_path, 32, m=32)
+    old = FaceIndex(tmp_path / "a", 32, connectivity=16)
     old.add("x", data)
     old.close()
-    reopened = FaceIndex(tmp_path, 32)
-    assert reopened.start_report["graph"] == "loaded" and reopened.graph.M == 32
+    reopened = FaceIndex(tmp_path / "a", 32)
+    assert reopened.start_report["graph"] == "loaded" and reopened.graph.connectivity == 16
     assert reopened.search(data[5:6], k=1)[0][0].distance < 1e-5
-    assert FaceIndex(None, 32).graph.M == HNSW_M == 48
-    assert search_ef(100_000) == 64 and search_ef(100_000, 32) == 144
-    assert search_ef(10) == 64 and search_ef(10**7) == 512
+    fresh = FaceIndex(None, 32)
+    assert fresh.graph.connectivity == ANN_CONNECTIVITY and fresh.graph.dtype.name.lower() == ANN_DTYPE
+    assert search_ef(100_000) == 48 and search_ef(100_000, 16) == 144
+    assert search_ef(10) == 48 and search_ef(10**7) == 512
+
+    # an index folder of an earlier version: the table and hnswlib's graph
+    folder = tmp_path / "b"
+    earlier = FaceIndex(folder, 32)
+    ids = earlier.add("y", data)
+    earlier.close()
+    (folder / ANN_NAME).unlink()
+    graph = hnswlib.Index(space="l2", dim=32)
+    graph.init_index(max_elements=64, M=16)
+    graph.add_items(data, ids)
+    graph.save_index(str(folder / OLD_ANN_NAMES[0]))
+    upgraded = FaceIndex(folder, 32)
+    assert "rebuilt" in upgraded.start_report["graph"] and "hnswlib" in upgraded.start_report["graph"]
+    assert (folder / ANN_NAME).is_file() and not (folder / OLD_ANN_NAMES[0]).exists()
+    assert [m.id for m in upgraded.search(data[7:8], k=1)[0]] == [ids[7]]
+    upgraded.close()
+    assert FaceIndex(folder, 32).start_report["graph"] == "loaded"
+
+
+def test_recall_and_exact_distances_on_5000_faces():
+    """Queries a same-person distance (0.5) from a stored face: the nearest face is the exact
+    search's for >= 99 % of them, and every returned distance is the exact float squared L2."""
+    from benchmarks.run import exact_top1, near_queries, random_unit_vectors
+
+    data = random_unit_vectors(5000, 512, seed=1)
+    index = FaceIndex(None, 512)
+    ids = np.array(index.add("p", data))
+    queries = near_queries(data, 500, seed=3)
+    found = index.search(queries, k=5)
+    top = np.array([row[0].id for row in found])
+    assert np.mean(top == ids[exact_top1(data, queries)]) >= 0.99
+    by_id = dict(zip(ids.tolist(), data))
+    for query, row in zip(queries, found):
+        assert len(row) == 5
+        exact = [float(np.sum((by_id[m.id].astype(np.float64) - query) ** 2)) for m in row]
+        assert [m.distance for m in row] == pytest.approx(exact, rel=1e-6, abs=1e-7)
+        assert exact == sorted(exact)
