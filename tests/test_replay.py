@@ -71,18 +71,42 @@ def test_a_recording_that_fails_leaves_verify_to_the_caller(frozen, tmp_path):
     assert result.path.is_file() and result.recording is None
 
 
-def test_a_worker_thread_budget_reaches_blas_and_the_runtimes(recorded_onnx):
+def _blas_threads() -> list:
     from threadpoolctl import threadpool_info
 
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_a_worker_thread_budget_reaches_blas_and_the_runtimes(recorded_onnx):
     from facecvt.core.threads import set_thread_budget, thread_budget
 
-    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    before = _blas_threads()
     set_thread_budget(1)
     try:
-        assert thread_budget() == 1
-        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+        assert thread_budget() == 1 and set(_blas_threads()) == {1}
         with load_runner("onnxruntime", recorded_onnx.path) as runner:
             assert runner._session.get_session_options().intra_op_num_threads == 1
     finally:
         set_thread_budget(None)
-    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
+    assert _blas_threads() == before
+
+
+def test_a_worker_takes_the_cores_the_busy_workers_leave_it():
+    """The share is asked when a runtime opens: alone, a worker takes every core."""
+    import multiprocessing
+
+    from facecvt.core.threads import set_thread_budget, thread_budget
+    from facecvt.workflows.export_pool import _Share
+
+    busy = multiprocessing.get_context("forkserver").Value("i", 2)
+    set_thread_budget(_Share(busy, cores=4))
+    try:
+        assert thread_budget() == 2 and set(_blas_threads()) == {2}
+        busy.value = 1
+        assert thread_budget() == 4
+        busy.value = 0  # between jobs: counts as alone
+        assert thread_budget() == 4
+        busy.value = 8
+        assert thread_budget() == 1 and set(_blas_threads()) == {1}
+    finally:
+        set_thread_budget(None)

@@ -171,7 +171,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
     workers = worker_count(len(jobs), spec.workers)
     progress(f"exporting {len(jobs)} artifacts in {workers} worker processes; each is verified as it arrives")
     started = time.perf_counter()
-    results = {}
+    results, files = {}, {}
     with ExportPool(frozen, workers, progress, folder=out_dir) as pool:
         pending = {pool.submit(job): job for job in sorted(jobs, key=_expected_seconds, reverse=True)}
         with contextlib.ExitStack() as stack:
@@ -186,6 +186,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
                 count = verifier.remember_reference(tuple(frozen.input_shape[1:4]))
                 progress(f"  reference: TensorFlow ran {count} verify inputs while the workers convert "
                          f"({time.perf_counter() - reference_started:.1f} s)")
+            source_sha256 = sha256(model.path)  # while the first artifacts convert
             for future in as_completed(pending):
                 job = pending[future]
                 results[job] = pool.result(future, job)
@@ -194,21 +195,21 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
                                        results[job].recording)
                 if check.get("distribution"):
                     distribution_png(check)  # drawn now, while later artifacts convert; report.html reuses it
+                files[job] = _files(results[job])  # digested now too, not all at the end
                 verdict = "PASS" if check["pass"] else "FAIL " + ", ".join(check.get("failed", []))
                 progress(f"  verified {job.label}: {_measures(check)}: {verdict} "
                          f"({time.perf_counter() - check_started:.1f} s)")
     report = verifier.report(jobs)
     progress(f"  {len(jobs)} artifacts written and verified on {report['inputs']['count']} inputs in "
              f"{time.perf_counter() - started:.1f} s")
-    exported = [(job.target, job.precision, results[job], results[job].seconds) for job in jobs]
     checks = {str(c["path"]): c for c in report["candidates"]}
 
     artifacts = []
-    for target, precision, result, seconds in exported:
+    for job in jobs:
+        target, precision, result, seconds = job.target, job.precision, results[job], results[job].seconds
         check = checks[str(result.path)]
-        files = [{"file": p.name, "sha256": sha256(p), "size_bytes": size_of(p)} for p in result.paths]
         artifacts.append({
-            "target": target, "backend": result.backend, "precision": precision, "files": files,
+            "target": target, "backend": result.backend, "precision": precision, "files": files[job],
             "input": {"name": frozen.input_name, "layout": TARGETS[target].layout, "dtype": "float32",
                       "shape": _shape_in_layout(frozen.input_shape, TARGETS[target].layout)},
             "preprocessing": _preprocessing(spec.preprocess),
@@ -223,7 +224,7 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
         "facecvt": __version__,
         "created_unix": int(time.time()),
         # absolute: verify --pipeline reopens the source model from wherever it runs
-        "source": {"path": str(Path(model.path).absolute()), "kind": model.kind, "sha256": sha256(model.path)},
+        "source": {"path": str(Path(model.path).absolute()), "kind": model.kind, "sha256": source_sha256},
         "versions": versions(),
         "inputs": report["inputs"],
         "outputs": report["outputs"],
@@ -234,6 +235,11 @@ def build_bundle(model, frozen, out_dir: Path, spec: BundleSpec, progress=print,
         manifest["pairs"] = report["pairs"]
         manifest["distance_threshold"] = report["pairs"].get("reference_threshold")
     return manifest, report
+
+
+def _files(result) -> list:
+    """The manifest's `files` of one artifact: name, sha256, size of each file it wrote."""
+    return [{"file": p.name, "sha256": sha256(p), "size_bytes": size_of(p)} for p in result.paths]
 
 
 def _measures(check: dict) -> str:

@@ -83,9 +83,15 @@ def worker_count(jobs: int, wanted: int | None = None) -> int:
     return max(1, min(jobs, wanted or _cores()))
 
 
-def thread_share(workers: int) -> int | None:
-    """Threads each worker's runtimes take: its share of the cores (None for a single worker: all)."""
-    return max(1, _cores() // workers) if workers > 1 else None
+class _Share:
+    """A worker's share of the cores when it opens a runtime: the cores over the workers busy then
+    (a count in shared memory each worker raises while it has a job)."""
+
+    def __init__(self, busy, cores: int):
+        self.busy, self.cores = busy, cores
+
+    def __call__(self) -> int:
+        return max(1, self.cores // max(1, self.busy.value))
 
 
 def to_payload(frozen: FrozenGraph) -> tuple[bytes, dict]:
@@ -112,15 +118,16 @@ def from_payload(graph: bytes, meta: dict) -> FrozenGraph:
 # multiprocessing queue: a queue's writers share a lock that a worker killed mid-write would hold
 # for ever; a message this small is written to a pipe in one atomic write, without a lock.
 _messages = None
+_busy = None  # workers with a job now (shared memory), for the thread share
 
 
-def _initialize(messages, parent: int, threads: int | None) -> None:
-    global _messages
+def _initialize(messages, parent: int, busy, cores: int) -> None:
+    global _messages, _busy
     from facecvt.core.threads import set_thread_budget
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    _messages = messages
-    set_thread_budget(threads)  # the runtimes that check this worker's artifact share the cores
+    _messages, _busy = messages, busy
+    set_thread_budget(_Share(busy, cores))  # the runtimes that check this worker's artifact share the cores
     threading.Thread(target=_exit_with, args=(parent,), name="facecvt-parent-watch", daemon=True).start()
 
 
@@ -167,8 +174,6 @@ def _peak_rss_mb() -> float:
 def _run(job: Job, graph_file: Path, meta: dict):
     """Write one artifact. Converters' temporary files go to a scratch folder beside the artifact (in the
     bundle's temporary folder), so that a killed worker's leftovers go when that folder is removed."""
-    from facecvt.workflows.export_artifact import export
-
     frozen = from_payload(Path(graph_file).read_bytes(), meta)
     record_on = None
     if job.record is not None:
@@ -176,6 +181,28 @@ def _run(job: Job, graph_file: Path, meta: dict):
 
         inputs, pairs = job.record
         record_on = verification_batches(inputs, pairs, tuple(frozen.input_shape[1:4]))
+
+    with _counted_busy():
+        return _export_one(job, frozen, record_on)
+
+
+@contextlib.contextmanager
+def _counted_busy():
+    """This worker counts among the busy ones within the block (for the other workers' thread share)."""
+    if _busy is None:  # not in a pool's worker
+        yield
+        return
+    with _busy.get_lock():
+        _busy.value += 1
+    try:
+        yield
+    finally:
+        with _busy.get_lock():
+            _busy.value -= 1
+
+
+def _export_one(job: Job, frozen: FrozenGraph, record_on):
+    from facecvt.workflows.export_artifact import export
 
     started = time.perf_counter()
     _say(job, "start", f"converting -> {job.path.name}")
@@ -229,10 +256,13 @@ class ExportPool:
             self._graph_file = Path(file.name)
             file.write(graph)
         del graph
+        from facecvt.core.memory import return_free_memory
+
+        return_free_memory()  # the serialized copy of the weights, before the workers take their share
         context = _context()
         self._messages, self._writer = context.Pipe(duplex=False)  # kept open: workers start as needed
         self._executor = futures.ProcessPoolExecutor(self._workers, mp_context=context, initializer=_initialize,
-                                                     initargs=(self._writer, os.getpid(), thread_share(self._workers)),
+                                                     initargs=(self._writer, os.getpid(), context.Value("i", 0), _cores()),
                                                      max_tasks_per_child=1)
         self._stop = threading.Event()
         self._relay = threading.Thread(target=self._relay_progress, name="facecvt-export-progress", daemon=True)

@@ -100,8 +100,10 @@ class CoreMLRunner(Runner):
             units = getattr(ct.ComputeUnit, compute_units.upper())
             self._model = ct.models.MLModel(str(self.path), compute_units=units)
         else:
+            from facecvt.core.threads import thread_budget
             from facecvt.validate.mil import MilExecutor
 
+            thread_budget()  # holds numpy's BLAS, which the executor's convolutions run on, to this process's share
             self._executor = MilExecutor(self.path)
 
     @property
