@@ -178,7 +178,9 @@ class FaceIndex:
                 self.graph.add(labels, vectors)
             added = len(labels)
         else:
-            graph_ids = {int(i) for i in self.graph.keys}  # live keys only (removed ones are not listed)
+            # live keys only (removed ones are not listed); as one array: reading usearch's key view
+            # one element at a time took 79 s for 100 000 faces
+            graph_ids = set(np.asarray(self.graph.keys).tolist())
             missing, extra = sorted(table_ids - graph_ids), sorted(graph_ids - table_ids)
             if extra:
                 self.graph.remove(np.array(extra, np.uint64))
