@@ -82,7 +82,7 @@ class Match:
 
 
 class FaceIndex:
-    """Thread-safe: one lock around the table and the graph (a search takes under 2 ms at 100 000
+    """Thread-safe: one lock around the table and the graph (a search takes about 2 ms at 100 000
     faces; inference, not the index, bounds the server's throughput)."""
 
     def __init__(self, folder: str | Path | None, dim: int, *, model: str = "",
