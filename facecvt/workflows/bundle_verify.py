@@ -70,9 +70,10 @@ class ReferenceInAdvance:
     """The reference's outputs on every verify input, computed in a thread while the model freezes.
 
     TensorFlow lets go of the interpreter while it runs a batch and freezing is mostly Python, so
-    the two share the machine with little waiting; the reference's memory comes and goes before any
-    converter worker starts, and no check waits for it later. `result(frozen)` waits for the thread
-    and gives the remembering reference (its session closed, reopened if a check needs it).
+    the two share the machine with little waiting; the thread returns the reference's memory as soon
+    as it is done (on the released FaceNet, a few seconds into the workers' first conversions), and
+    no check waits for it later. `result(frozen)` waits for the thread and gives the remembering
+    reference (its session closed, reopened if a check needs it).
     """
 
     def __init__(self, model, inputs, pairs):
