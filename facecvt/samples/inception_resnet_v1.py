@@ -29,21 +29,21 @@ def block35(layers, net, scope: str, scale: float = 0.17, activation: bool = Tru
 
 def block17(layers, net, scope: str, scale: float = 0.10, activation: bool = True, widths=(128, (128, 128, 128))):
     """17x17 residual block (1x7 then 7x1); `widths` = (Branch_0, Branch_1's three convs)."""
-    conv, (w0, w1) = layers.conv, widths
-    b0 = conv(net, w0, 1, f"{scope}/Branch_0/Conv2d_1x1")
-    b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, w1[1], (1, 7), f"{scope}/Branch_1/Conv2d_0b_1x7")
-    b1 = conv(b1, w1[2], (7, 1), f"{scope}/Branch_1/Conv2d_0c_7x1")
-    return _up_and_add(layers, net, [b0, b1], scale, scope, activation)
+    return _factorized_block(layers, net, scope, scale, activation, widths, 7)
 
 
 def block8(layers, net, scope: str, scale: float = 0.20, activation: bool = True, widths=(192, (192, 192, 192))):
     """8x8 residual block (1x3 then 3x1); `widths` = (Branch_0, Branch_1's three convs)."""
+    return _factorized_block(layers, net, scope, scale, activation, widths, 3)
+
+
+def _factorized_block(layers, net, scope: str, scale: float, activation: bool, widths, k: int):
+    """A 1x1 branch beside 1x1 -> 1xk -> kx1, added back: block17 (k=7) and block8 (k=3)."""
     conv, (w0, w1) = layers.conv, widths
     b0 = conv(net, w0, 1, f"{scope}/Branch_0/Conv2d_1x1")
     b1 = conv(net, w1[0], 1, f"{scope}/Branch_1/Conv2d_0a_1x1")
-    b1 = conv(b1, w1[1], (1, 3), f"{scope}/Branch_1/Conv2d_0b_1x3")
-    b1 = conv(b1, w1[2], (3, 1), f"{scope}/Branch_1/Conv2d_0c_3x1")
+    b1 = conv(b1, w1[1], (1, k), f"{scope}/Branch_1/Conv2d_0b_1x{k}")
+    b1 = conv(b1, w1[2], (k, 1), f"{scope}/Branch_1/Conv2d_0c_{k}x1")
     return _up_and_add(layers, net, [b0, b1], scale, scope, activation)
 
 
@@ -82,15 +82,21 @@ def reduction_b(layers, net, scope: str, widths=((256, 384), (256, 256), (256, 2
     return layers.tf.concat([b0, b1, b2, b3], 3, name=f"{scope}/concat")
 
 
-def inception_resnet_v1(layers, images, *, bottleneck_size: int = 512, keep_prob: float = 0.8):
-    """The prelogits (bottleneck, batch-normalised, before L2 normalisation) of `images`."""
-    conv, r = layers.conv, ROOT
+def stem(layers, images, r: str = ROOT):
+    """Conv2d_1a_3x3 .. Conv2d_4a_3x3 under scope `r`: the layers Inception-ResNet-v1 and v2 begin with alike."""
+    conv = layers.conv
     net = conv(images, 32, 3, f"{r}/Conv2d_1a_3x3", stride=2, padding="VALID")
     net = conv(net, 32, 3, f"{r}/Conv2d_2a_3x3", padding="VALID")
     net = conv(net, 64, 3, f"{r}/Conv2d_2b_3x3")
     net = _max_pool(layers, net, f"{r}/MaxPool_3a_3x3")
     net = conv(net, 80, 1, f"{r}/Conv2d_3b_1x1", padding="VALID")
-    net = conv(net, 192, 3, f"{r}/Conv2d_4a_3x3", padding="VALID")
+    return conv(net, 192, 3, f"{r}/Conv2d_4a_3x3", padding="VALID")
+
+
+def inception_resnet_v1(layers, images, *, bottleneck_size: int = 512, keep_prob: float = 0.8):
+    """The prelogits (bottleneck, batch-normalised, before L2 normalisation) of `images`."""
+    conv, r = layers.conv, ROOT
+    net = stem(layers, images)
     net = conv(net, 256, 3, f"{r}/Conv2d_4b_3x3", stride=2, padding="VALID")
     for i in range(1, 6):
         net = block35(layers, net, f"{r}/Repeat/block35_{i}")

@@ -6,7 +6,8 @@ Its blocks have v1's shape with wider branches, a Mixed_5b stem block, twice as 
 
 from __future__ import annotations
 
-from facecvt.samples.inception_resnet_v1 import _max_pool, block8, block17, block35, reduction_a, reduction_b
+from facecvt.samples.inception_resnet_v1 import (_max_pool, block8, block17, block35, reduction_a, reduction_b,
+                                                  stem)
 
 ROOT = "InceptionResnetV2"
 
@@ -34,12 +35,7 @@ def mixed_5b(layers, net, scope: str):
 def inception_resnet_v2(layers, images, *, bottleneck_size: int = 512, keep_prob: float = 0.8):
     """The prelogits (bottleneck, batch-normalised, before L2 normalisation) of `images`."""
     conv, r, tf = layers.conv, ROOT, layers.tf
-    net = conv(images, 32, 3, f"{r}/Conv2d_1a_3x3", stride=2, padding="VALID")
-    net = conv(net, 32, 3, f"{r}/Conv2d_2a_3x3", padding="VALID")
-    net = conv(net, 64, 3, f"{r}/Conv2d_2b_3x3")
-    net = _max_pool(layers, net, f"{r}/MaxPool_3a_3x3")
-    net = conv(net, 80, 1, f"{r}/Conv2d_3b_1x1", padding="VALID")
-    net = conv(net, 192, 3, f"{r}/Conv2d_4a_3x3", padding="VALID")
+    net = stem(layers, images, r)
     net = _max_pool(layers, net, f"{r}/MaxPool_5a_3x3")
     net = mixed_5b(layers, net, f"{r}/Mixed_5b")
     for i in range(1, 11):
