@@ -552,6 +552,27 @@ def random_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def face_like_vectors(people: int, per_person: int, dim: int = 512, seed: int = 0):
+    """(stored, queries): `per_person` stored vectors of each of `people` people and one more of each
+    as queries, shaped like FaceNet's embeddings rather than like random vectors: the people's centres
+    in an anisotropic space (variance of the i-th principal direction ~ i^-0.8, which puts different
+    people 2.0 +- 0.22 apart in squared L2, as the released weights put the different-person pairs
+    of ../shared/faces at 2.0 +- 0.24), each face its person's centre plus noise that puts two faces
+    of one person ~0.5 apart, unit length."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+    scale = np.arange(1, dim + 1) ** -0.4
+
+    def draw(n):
+        x = (rng.standard_normal((n, dim)) * scale) @ basis
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    centres = draw(people)
+    faces = [draw(people) * np.sqrt(1 / 3) + centres for _ in range(per_person + 1)]
+    faces = [(f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32) for f in faces]
+    return np.concatenate(faces[:-1]), faces[-1]
+
+
 def exact_top1(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Index of each query's exact nearest neighbour (max inner product = min L2 on unit vectors)."""
     return np.concatenate([np.argmax(queries[i:i + 256] @ data.T, axis=1) for i in range(0, len(queries), 256)])
@@ -579,15 +600,27 @@ def near_queries(data: np.ndarray, n: int, seed: int, squared_l2: float = 0.5) -
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _ann_index(library: str, m: int, data: np.ndarray, construction: int, threads: int, folder: Path):
+def _ann_path(folder: Path, library: str, m: int, n: int, dataset: str = "random") -> Path:
+    from facecvt.pipeline.sketch import SKETCH_DIMS
+
+    prefix = "" if dataset == "random" else f"{dataset}-"
+    return folder / f"{prefix}{library.replace(' ', '-')}{SKETCH_DIMS if library == 'usearch sketch' else ''}_M{m}_n{n}.idx"
+
+
+def _ann_index(library: str, m: int, data: np.ndarray, construction: int, threads: int, folder: Path,
+               dataset: str = "random"):
     """Build one index over `data` (labels 1..n, as the face table's ids), or load it from `folder`
     when an earlier run saved it there with the same construction expansion; returns (index, build
-    seconds, file MB). `library` is "hnswlib" (squared L2, float) or "usearch DTYPE METRIC"."""
+    seconds, file MB). `library` is "hnswlib" (squared L2, float), "usearch DTYPE METRIC" (the
+    vectors themselves) or "usearch sketch" (FaceIndex's graph: i8 squared L2 over the vectors'
+    sketches, facecvt/pipeline/sketch.py, under the projection a new FaceIndex draws)."""
     import hnswlib
     from usearch.index import Index
 
+    from facecvt.pipeline.sketch import new_projection, sketch
+
     n, dim = data.shape
-    path = folder / f"{library.replace(' ', '-')}_M{m}_n{n}.idx"
+    path = _ann_path(folder, library, m, n, dataset)
     record = path.with_suffix(".json")
     saved = json.loads(record.read_text()) if path.is_file() and record.is_file() else {}
     if saved.get("construction", 200) == construction and saved:
@@ -604,7 +637,14 @@ def _ann_index(library: str, m: int, data: np.ndarray, construction: int, thread
             index.init_index(max_elements=n, M=m, ef_construction=construction, random_seed=100)
             index.set_num_threads(threads)
             index.add_items(data, np.arange(1, n + 1))
-        else:  # FaceIndex's graph when (dtype, metric, m) are its constants (facecvt/pipeline/index.py)
+        elif library == "usearch sketch":
+            from facecvt.pipeline.index import ANN_DTYPE, ANN_METRIC
+
+            sketches = sketch(data, new_projection(dim))
+            index = Index(ndim=sketches.shape[1], metric=ANN_METRIC, dtype=ANN_DTYPE, connectivity=m,
+                          expansion_add=construction)
+            index.add(np.arange(1, n + 1, dtype=np.uint64), sketches, threads=threads)
+        else:
             _, dtype, metric = library.split()
             index = Index(ndim=dim, metric=metric, dtype=dtype, connectivity=m, expansion_add=construction)
             index.add(np.arange(1, n + 1, dtype=np.uint64), data, threads=threads)
@@ -627,6 +667,7 @@ def _face_index_at(folder: Path, data: np.ndarray, graph_file: Path, graph=None)
     import sqlite3
 
     from facecvt.pipeline.index import ANN_NAME, DB_NAME, FaceIndex
+    from facecvt.pipeline.sketch import new_projection
 
     shutil.rmtree(folder, ignore_errors=True)
     FaceIndex(folder, data.shape[1], save_every=0).close()
@@ -638,95 +679,127 @@ def _face_index_at(folder: Path, data: np.ndarray, graph_file: Path, graph=None)
     shutil.copyfile(graph_file, folder / ANN_NAME)
     index = FaceIndex(folder, data.shape[1], save_every=0)
     assert index.start_report["graph"] == "loaded", index.start_report
+    assert np.array_equal(index.projection, new_projection(data.shape[1]))  # the graph's own sketches
     if graph is not None:
         index.graph = graph
     return index
 
 
 def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, configs=None, efs=None,
-              construction: int = 200, threads: int = 2, cache: Path | None = None, seed: int = 3) -> list:
-    """ANN indices for the face index on random 512-D unit vectors, measured side by side.
+              construction: int = 200, threads: int = 2, cache: Path | None = None, seed: int = 3,
+              datasets=("random", "face-like")) -> list:
+    """ANN indices for the face index on 512-D unit vectors, measured side by side.
 
     Each configuration (library, M, its efs) of `configs` (default ANN_CONFIGS; `efs` replaces every
-    configuration's) is built once per size with `threads` threads and ef_construction/expansion_add
-    `construction` (or loaded from `cache`, where the builds are kept for the next run, named by
-    library, scalar type, metric, M and n; they take minutes at 100 000), then every (configuration,
-    ef) candidate answers the same queries one at a time on one thread, interleaved: query r of every
-    candidate runs before query r + 1 of any (the candidates in a new random order each round), each
-    candidate in its own random order of the queries, so a change of the machine's load touches every
-    candidate alike.
+    configuration's) is built once per size and dataset with `threads` threads and
+    ef_construction/expansion_add `construction` (or loaded from `cache`, where the builds are kept
+    for the next run, named by dataset, library, M and n; they take minutes at 100 000), then every
+    (configuration, ef) candidate answers the same queries one at a time on one thread, interleaved:
+    query r of every candidate runs before query r + 1 of any (the candidates in a new random order
+    each round), each candidate in its own random order of the queries, so a change of the machine's
+    load touches every candidate alike.
     Recall@1 against exact search; wall-clock p50/p99 and the p50 of the thread's CPU time (less
     sensitive than wall time to other jobs, which preempt queries longer than a time slice); `x`
-    is the p50 relative to the chosen configuration's (FaceIndex's graph: usearch at ANN_DTYPE,
-    ANN_METRIC, ANN_CONNECTIVITY, at `search_ef(n)`).
-    Two kinds of query: `near` (a stored vector moved to a same-person distance, what a face search
-    sends; `seed` picks the set) and `random` (no stored vector near it: the worst case, where every
-    answer is "unknown"). The last candidate is FaceIndex itself (graph + SQLite lookup of the names
-    and the vectors for the exact distances) at its own settings, when its configuration is among `configs`."""
-    from facecvt.pipeline.index import ANN_CONNECTIVITY, ANN_DTYPE, ANN_METRIC, search_ef
+    is the p50 relative to the chosen configuration's (FaceIndex's graph: usearch over the vectors'
+    sketches at ANN_CONNECTIVITY and `search_ef(n)`, its ANN_CANDIDATES re-ranked by the exact distance).
+    Datasets: `random` unit vectors, queried by `near` queries (a stored vector moved to a
+    same-person distance, what a face search sends; `seed` picks the set) and `random` ones (no
+    stored vector near: every answer is "unknown"); `face-like` vectors (face_like_vectors: n/2
+    people, two faces each, a query another face of a stored person), on FaceIndex's graph and the
+    previous one only. The last candidate is FaceIndex itself (graph, then the SQLite lookup of the
+    names and of the vectors for the exact re-ranking) at its own settings, when its configuration is
+    among `configs`."""
+    from facecvt.pipeline.index import ANN_CONNECTIVITY
 
     configs = configs or ANN_CONFIGS
-    chosen = (f"usearch {ANN_DTYPE} {ANN_METRIC}", ANN_CONNECTIVITY)
+    chosen = ("usearch sketch", ANN_CONNECTIVITY)
     folder = Path(cache or tempfile.mkdtemp(prefix="facecvt-ann-"))
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in sizes:
-        data = random_unit_vectors(n, dim, seed=1)
-        query_sets = {"near": near_queries(data, n_queries, seed=seed),
-                      "random": random_unit_vectors(n_queries, dim, 2)}
-        truths = {kind: exact_top1(data, q) + 1 for kind, q in query_sets.items()}  # labels are 1..n
-        for kind, queries in query_sets.items():
-            labels, seconds, cpu = _time_queries(lambda q: int(np.argmax(data @ q)) + 1, queries[:200])
-            rows.append({"index": "exact (NumPy)", "n": n, "queries": kind, "ef": "", "build_s": 0.0,
-                         "MB": data.nbytes / 2 ** 20, "recall_at_1": float(np.mean(labels == truths[kind][:200])),
-                         "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
-                         "cpu_p50_ms": np.percentile(cpu, 50) * 1e3})
-        chosen_ef = search_ef(n)
-        candidates, built = {}, {}
-        for library, m, config_efs in configs:
-            index, build, mb = _ann_index(library, m, data, construction, threads, folder)
-            built[(library, m)] = (index, build, mb)
-            config_efs = sorted(set(efs or config_efs) | ({chosen_ef} if (library, m) == chosen else set()))
-            for ef in config_efs:
-                if library == "hnswlib":
-                    def search(q, index=index, ef=ef):
-                        index.set_ef(ef)
-                        return index.knn_query(q, k=1, num_threads=1)[0][0, 0]
-                else:
-                    def search(q, index=index, ef=ef):
-                        index.expansion_search = ef
-                        return index.search(q, 1, threads=1).keys[0]
-                name = f"{library} M={m}" + (" (chosen)" if ((library, m), ef) == (chosen, chosen_ef) else "")
-                candidates[(name, ef)] = (search, build, mb)
-        face_index = None
-        if chosen in built:
-            face_index = _face_index_at(folder / f"faceindex_n{n}", data,
-                                        folder / f"{chosen[0].replace(' ', '-')}_M{chosen[1]}_n{n}.idx",
-                                        built[chosen][0])
-            candidates[("FaceIndex (graph + SQLite names, exact distances)", chosen_ef)] = (
-                lambda q: face_index.search(q, 1)[0][0].id, *built[chosen][1:])
-        measured = _interleaved(candidates, query_sets)
-        for (name, ef), (search, build, mb) in candidates.items():
-            for kind in query_sets:
-                labels, seconds, cpu = measured[(name, ef)][kind]
-                rows.append({"index": name, "n": n, "queries": kind, "ef": ef, "build_s": build, "MB": mb,
-                             "recall_at_1": float(np.mean(labels == truths[kind])),
-                             "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
-                             "cpu_p50_ms": np.percentile(cpu, 50) * 1e3})
-        for kind in query_sets:
-            base = [r for r in rows if r["n"] == n and r["queries"] == kind and r["index"].endswith("(chosen)")]
-            for r in rows:
-                if base and r["n"] == n and r["queries"] == kind:
-                    r["x"] = r["p50_ms"] / base[0]["p50_ms"]
-        if face_index is not None:
-            face_index.close()
-        del built, candidates
+        for dataset in datasets:
+            if dataset == "random":
+                data, dataset_configs = random_unit_vectors(n, dim, seed=1), configs
+                query_sets = {"near": near_queries(data, n_queries, seed=seed),
+                              "random": random_unit_vectors(n_queries, dim, 2)}
+            else:
+                data, faces = face_like_vectors(n // 2, 2, dim, seed=1)
+                query_sets = {"near": faces[np.random.default_rng(seed).choice(len(faces), n_queries, replace=False)]}
+                dataset_configs = [c for c in configs if c[:2] in (chosen, PREVIOUS_ANN)]
+            rows += _bench_ann_on(dataset, data, query_sets, dataset_configs, efs, chosen, construction, threads,
+                                  folder)
     if cache is None:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
     rows.append({"index": "load average (1, 5, 15 min) at the end", "n": "", "queries": "",
                  "ef": " ".join(f"{x:.1f}" for x in os.getloadavg())})
+    return rows
+
+
+def _bench_ann_on(dataset: str, data: np.ndarray, query_sets: dict, configs, efs, chosen, construction: int,
+                  threads: int, folder: Path) -> list:
+    """bench_ann's rows for one dataset and size: every candidate of `configs` (and FaceIndex when
+    `chosen` is among them), interleaved on `query_sets`."""
+    from facecvt.pipeline.index import ANN_CANDIDATES, search_ef
+    from facecvt.pipeline.sketch import SKETCH_DIMS, new_projection, sketch
+
+    rows = []
+    n, dim = data.shape
+    projection = new_projection(dim)
+    truths = {kind: exact_top1(data, q) + 1 for kind, q in query_sets.items()}  # labels are 1..n
+    for kind, queries in query_sets.items():
+        labels, seconds, cpu = _time_queries(lambda q: int(np.argmax(data @ q)) + 1, queries[:200])
+        rows.append({"index": "exact (NumPy)", "data": dataset, "n": n, "queries": kind, "ef": "", "build_s": 0.0,
+                     "MB": data.nbytes / 2 ** 20, "recall_at_1": float(np.mean(labels == truths[kind][:200])),
+                     "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
+                     "cpu_p50_ms": np.percentile(cpu, 50) * 1e3})
+    chosen_ef = search_ef(n)
+    candidates, built = {}, {}
+    for library, m, config_efs in configs:
+        index, build, mb = _ann_index(library, m, data, construction, threads, folder, dataset)
+        built[(library, m)] = (index, build, mb)
+        config_efs = sorted(set(efs or config_efs) | ({chosen_ef} if (library, m) == chosen else set()))
+        for ef in config_efs:
+            if library == "hnswlib":
+                def search(q, index=index, ef=ef):
+                    index.set_ef(ef)
+                    return index.knn_query(q, k=1, num_threads=1)[0][0, 0]
+            elif library == "usearch sketch":  # FaceIndex's search, the re-ranking in memory
+                def search(q, index=index, ef=ef):
+                    index.expansion_search = max(ef, ANN_CANDIDATES)
+                    keys = index.search(sketch(q[None], projection)[0], ANN_CANDIDATES, threads=1).keys
+                    return keys[np.argmax(data[keys.astype(np.int64) - 1] @ q)]  # unit vectors: max dot = min L2
+            else:
+                def search(q, index=index, ef=ef):
+                    index.expansion_search = ef
+                    return index.search(q, 1, threads=1).keys[0]
+            label = (f"usearch {SKETCH_DIMS}-D sketch, {ANN_CANDIDATES} re-ranked" if library == "usearch sketch"
+                     else library)
+            name = f"{label} M={m}" + (" (chosen)" if ((library, m), ef) == (chosen, chosen_ef) else "")
+            candidates[(name, ef)] = (search, build, mb)
+    face_index = None
+    if chosen in built:
+        face_index = _face_index_at(folder / f"faceindex_{dataset}_n{n}", data,
+                                    _ann_path(folder, *chosen, n, dataset), built[chosen][0])
+        candidates[("FaceIndex (graph + SQLite names, exact re-ranking)", chosen_ef)] = (
+            lambda q: face_index.search(q, 1)[0][0].id, *built[chosen][1:])
+    measured = _interleaved(candidates, query_sets)
+    for (name, ef), (search, build, mb) in candidates.items():
+        for kind in query_sets:
+            labels, seconds, cpu = measured[(name, ef)][kind]
+            rows.append({"index": name, "data": dataset, "n": n, "queries": kind, "ef": ef, "build_s": build, "MB": mb,
+                         "recall_at_1": float(np.mean(labels == truths[kind])),
+                         "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
+                         "cpu_p50_ms": np.percentile(cpu, 50) * 1e3})
+    for kind in query_sets:
+        base = [r for r in rows if r["queries"] == kind and r["index"].endswith("(chosen)")]
+        for r in rows:
+            if base and r["queries"] == kind:
+                r["x"] = r["p50_ms"] / base[0]["p50_ms"]
+    if face_index is not None:
+        face_index.close()
+    del built, candidates
     return rows
 
 
@@ -761,11 +834,12 @@ def _interleaved(candidates: dict, query_sets: dict) -> dict:
     return out
 
 
-# (library, M, efs) measured against each other; FaceIndex's graph is facecvt.pipeline.index's
-# ANN_DTYPE/ANN_METRIC/ANN_CONNECTIVITY at search_ef(n) (added to its efs); hnswlib M=48 is the previous choice
-ANN_CONFIGS = (("usearch i8 l2sq", 64, (48, 56, 64, 80)), ("usearch i8 l2sq", 48, (64, 80)),
-               ("usearch i8 l2sq", 32, (128,)), ("hnswlib", 48, (64, 80)))
-ANN_COLUMNS = ["index", "n", "queries", "ef", "build_s", "MB", "recall_at_1", "p50_ms", "p99_ms", "cpu_p50_ms", "x"]
+# (library, M, efs) measured against each other; FaceIndex's graph ("usearch sketch", ANN_CONNECTIVITY)
+# is also searched at search_ef(n) (added to its efs); usearch i8 M=64 on the 512-D vectors is the
+# previous choice, hnswlib M=48 the one before
+ANN_CONFIGS = (("usearch sketch", 48, (32, 48, 96)), ("usearch i8 l2sq", 64, (48,)), ("hnswlib", 48, (64,)))
+PREVIOUS_ANN = ("usearch i8 l2sq", 64)
+ANN_COLUMNS = ["index", "data", "n", "queries", "ef", "build_s", "MB", "recall_at_1", "p50_ms", "p99_ms", "cpu_p50_ms", "x"]
 
 
 def bench_vectorize(embedders, image_bytes: bytes, clients=(1, 4, 16), requests_per_client: int = 8,

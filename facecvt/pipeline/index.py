@@ -2,17 +2,18 @@
 
 SQLite is the source of truth. A registration is one transaction (every face of the image, or
 none); it is acknowledged only after the commit, so a server killed at any moment loses nothing it
-acknowledged and keeps no half-written entry. The HNSW graph (usearch with 8-bit vectors; hnswlib was
-measured too, see the README) is a cache of the table: saved to a temporary file and renamed into
-place (never half-written), at shutdown and every `save_every` changes; at start it is loaded and
-reconciled with the table (rows missing from it added, ids no longer in the table removed), or rebuilt
-from the table when it is missing, unreadable or of another kind (an hnswlib `faces.hnsw` saved before
-is replaced by a `faces.usearch` built from the table, then deleted).
+acknowledged and keeps no half-written entry. The HNSW graph (usearch; hnswlib was measured too, see
+the README) is a cache of the table: saved to a temporary file and renamed into place (never
+half-written), at shutdown and every `save_every` changes; at start it is loaded and reconciled with
+the table (rows missing from it added, ids no longer in the table removed), or rebuilt from the
+table when it is missing, unreadable or of another kind (the 512-D graph of an earlier version, or
+an hnswlib `faces.hnsw`, which is then deleted).
 
-Distances are squared L2, FaceNet's convention (released weights: same person ~0.46, different ~2.0),
-computed exactly in float from the table's vectors for the k faces the graph returns (the graph holds
-8-bit copies scaled to unit length: it ranks by angle, which for FaceNet's unit-length embeddings is
-the L2 ranking).
+A search asks the graph for ANN_CANDIDATES faces and ranks them by their exact squared L2 distance,
+computed in float from the table's vectors (FaceNet's convention: released weights, same person
+~0.46, different ~2.0). The graph holds 128-D 8-bit sketches of the vectors (`sketch.py`: a random
+projection stored in the table's meta), so that it is cheap to walk; the exact re-ranking makes up
+for what the sketches lose.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from facecvt.core.errors import FacecvtError
+from facecvt.pipeline.half_vectors import HalfVectors
+from facecvt.pipeline.sketch import new_projection, sketch
 
 # The graph's parameters, in this one place (benchmarks/run.py's bench_ann measures them against
 # the alternatives, hnswlib among them; README, "Choosing the ANN library"). A saved graph keeps the
-# connectivity it was built with; one of another metric or scalar type is rebuilt.
+# connectivity it was built with; one of another size, metric or scalar type is rebuilt.
 ANN_METRIC = "l2sq"
 ANN_DTYPE = "i8"
-ANN_CONNECTIVITY = 64
+ANN_CONNECTIVITY = 48
 ANN_EXPANSION_ADD = 200
+ANN_CANDIDATES = 16  # faces the graph proposes for the exact re-ranking (more when k is larger)
 
 DB_NAME = "faces.sqlite"
 ANN_NAME = "faces.usearch"
@@ -53,25 +57,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def search_ef(count: int, connectivity: int = ANN_CONNECTIVITY) -> int:
-    """The graph's search expansion for `count` faces and a graph of `connectivity` links a node:
-    count / 2080 within 48..512 for connectivity >= 64 (FaceIndex's graphs: 48 up to 100 000 faces),
-    count / 1250 within 64..512 for 48 (80 at 100 000), count / 690 within 64..512 below (144 at
-    100 000); a loaded graph keeps the connectivity it was built with.
+def search_ef(count: int) -> int:
+    """The graph's search expansion for `count` faces: count / 1500 within 64..512 (66 at 100 000).
 
-    Measured (usearch 2.26, 8-bit vectors, squared L2, expansion_add 200; random 512-D unit vectors,
-    queries a same-person squared distance 0.5 from a stored vector, one at a time; benchmarks/run.py's
-    bench_ann, the candidates interleaved in a new order every query, so each finds its graph cold
-    in the caches as a server does after an inference; load average 2.4-4.6 on this 2-core machine):
-    at 100 000, connectivity 64 at ef 48 gave recall@1 0.993-0.999 on six sets of 1000 queries
-    (seeds 3-8) at 1.54-1.70 ms p50 (ef 56: 0.996-1.000, 1.73-1.91 ms; ef 64: 0.999-1.000, 1.9-2.1
-    ms), and FaceIndex.search on it 1.75-1.85 ms; connectivity 48 gave 0.988-0.996 at ef 64,
-    0.994-0.999 at ef 80 (2.0-2.2 ms); hnswlib M=48 at ef 64, the previous setting, 0.985-0.995 at
-    2.1-2.2 ms. At 10 000 every setting found every near query's neighbour. Sizes above 100 000 are
-    an extrapolation, not measured.
+    Measured at 100 000 (usearch 2.26, connectivity 48, expansion_add 200, 128-D sketches, the
+    graph's 16 best re-ranked exactly; one query at a time, the candidates interleaved in a new order
+    every query so that each finds its graph cold in the caches, as a server does after an
+    inference; scripts, not `make bench`): on vectors shaped like FaceNet's (50 000 people, two faces
+    each, a query a third face; different people 2.0 +- 0.22 apart in squared L2, as the released
+    weights put the test faces' different-person pairs at 2.0 +- 0.24), recall@1 0.986 at ef 32,
+    0.993 at 48, 0.996 at 64, 0.998 at 96, at 0.71 / 0.90 / 1.09 / 1.43 ms p50 (the earlier 512-D
+    8-bit graph at ef 48: 0.920 at 1.58 ms). Random 512-D unit vectors are easier: 0.990-0.995 at
+    ef 32, 0.997-0.998 at 48. Sizes above 100 000 are an extrapolation, not measured.
     """
-    per_ef, least = (2080, 48) if connectivity >= 64 else (1250, 64) if connectivity >= 48 else (690, 64)
-    return int(min(512, max(least, count // per_ef)))
+    return int(min(512, max(64, count // 1500)))
 
 
 @dataclass
@@ -111,7 +110,9 @@ class FaceIndex:
             raise FacecvtError(f"the index {db_path} is not a readable SQLite database ({exc}); "
                                f"move it away or pass another --index") from None
         self._check_meta(model)
-        self._open_graph()
+        self.projection, drawn_now = self._projection()
+        self.half = HalfVectors(self.dim)
+        self._open_graph(graph_predates_sketches=drawn_now)
 
     # -- start-up ---------------------------------------------------------------------------
     def _check_meta(self, model: str) -> None:
@@ -123,11 +124,22 @@ class FaceIndex:
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(self.dim),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('model', ?)", (model,))
 
+    def _projection(self) -> tuple[np.ndarray, bool]:
+        """The sketches' projection as stored in the table's meta, and whether it was drawn (and
+        stored) just now: then a saved graph is of a version that built it on the vectors themselves."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'projection'").fetchone()
+        if row is not None:
+            return np.frombuffer(row[0], np.float32).reshape(self.dim, -1), False
+        projection = new_projection(self.dim)
+        with self._transaction():
+            self.db.execute("INSERT INTO meta VALUES ('projection', ?)", (projection.tobytes(),))
+        return projection, True
+
     def _new_graph(self):
         from usearch.index import Index
 
-        return Index(ndim=self.dim, metric=ANN_METRIC, dtype=ANN_DTYPE, connectivity=self.connectivity,
-                     expansion_add=self.expansion_add)
+        return Index(ndim=self.projection.shape[1], metric=ANN_METRIC, dtype=ANN_DTYPE,
+                     connectivity=self.connectivity, expansion_add=self.expansion_add)
 
     def _load_graph(self, path: Path):
         """The saved graph, or the reason it cannot serve (then rebuilt from the table)."""
@@ -140,57 +152,61 @@ class FaceIndex:
         if graph is None:
             return None, "saved graph unreadable"
         kind = (graph.ndim, graph.metric.name.lower(), graph.dtype.name.lower())
-        if kind != (self.dim, ANN_METRIC, ANN_DTYPE):
+        if kind != (self.projection.shape[1], ANN_METRIC, ANN_DTYPE):
             return None, "saved graph of another kind: {}-D {} {}".format(*kind)
         graph.expansion_add = self.expansion_add
         return graph, ""
 
-    def _rows(self, ids=None):
+    def _row_chunks(self, ids=None, size: int = 4096):
+        """(ids, float32 vectors) of the table's rows, or of the rows of `ids`, `size` at a time."""
         if ids is None:
             cursor = self.db.execute("SELECT id, vector FROM faces ORDER BY id")
+            chunks = iter(lambda: cursor.fetchmany(size), [])
         else:
-            marks = ",".join("?" * len(ids))
-            cursor = self.db.execute(f"SELECT id, vector FROM faces WHERE id IN ({marks}) ORDER BY id", list(ids))
-        rows = cursor.fetchall()
-        labels = np.array([r[0] for r in rows], np.uint64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim) \
-            if rows else np.zeros((0, self.dim), np.float32)
-        return labels, vectors
+            ids = list(ids)
+            chunks = (self.db.execute(f"SELECT id, vector FROM faces WHERE id IN ({','.join('?' * len(part))}) "
+                                      f"ORDER BY id", part).fetchall()
+                      for part in (ids[i:i + 500] for i in range(0, len(ids), 500)))  # under SQLite's variable limit
+        for rows in chunks:
+            if rows:
+                yield (np.array([r[0] for r in rows], np.uint64),
+                       np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim))
 
-    def _open_graph(self) -> None:
-        """Load the saved graph and reconcile it with the table, or rebuild it from the table."""
+    def _open_graph(self, graph_predates_sketches: bool) -> None:
+        """Load the saved graph and reconcile it with the table, or rebuild it from the table; copy
+        the table's vectors into memory for the re-ranking."""
         started = time.perf_counter()
-        table_ids = {r[0] for r in self.db.execute("SELECT id FROM faces")}
         self.graph, how = None, "built from the table"
         path = self.folder / ANN_NAME if self.folder else None
         old = [self.folder / name for name in OLD_ANN_NAMES if (self.folder / name).is_file()] if self.folder else []
-        if path is not None and path.is_file():
+        if path is not None and path.is_file() and graph_predates_sketches:
+            how = f"rebuilt from the table ({ANN_NAME} of an earlier version, built on the vectors, not their sketches)"
+        elif path is not None and path.is_file():
             self.graph, why = self._load_graph(path)
             how = "loaded" if self.graph is not None else f"rebuilt from the table ({why})"
         elif old:
             how = (f"rebuilt from the table ({old[0].name} is an hnswlib graph of an earlier version; "
                    f"replaced by {ANN_NAME})")
-        added = removed = 0
-        if self.graph is None:
+        rebuild = self.graph is None
+        if rebuild:
             self.graph = self._new_graph()
-            labels, vectors = self._rows()
-            if len(labels):
-                self.graph.add(labels, vectors)
-            added = len(labels)
-        else:
+        for labels, vectors in self._row_chunks():
+            self.half.put(labels, vectors)
+            if rebuild:
+                self.graph.add(labels, sketch(vectors, self.projection))
+        table_ids = set(self.half.row_of)
+        if not rebuild:
             # live keys only (removed ones are not listed); as one array: reading usearch's key view
             # one element at a time took 79 s for 100 000 faces
             graph_ids = set(np.asarray(self.graph.keys).tolist())
             missing, extra = sorted(table_ids - graph_ids), sorted(graph_ids - table_ids)
             if extra:
                 self.graph.remove(np.array(extra, np.uint64))
-            labels, vectors = self._rows(missing)
-            if len(labels):
-                self.graph.add(labels, vectors)
-            added, removed = len(missing), len(extra)
-            if added or removed:
-                how += f", reconciled with the table (+{added} -{removed})"
-        if added or removed or old:
+            for labels, vectors in self._row_chunks(missing):
+                self.graph.add(labels, sketch(vectors, self.projection))
+            if missing or extra:
+                how += f", reconciled with the table (+{len(missing)} -{len(extra)})"
+        if how != "loaded":  # built, rebuilt or reconciled: saved so that the next start loads it as it is
             self.save()
             for file in old if self.folder else ():
                 with contextlib.suppress(FileNotFoundError):
@@ -228,7 +244,8 @@ class FaceIndex:
                     ids.append(int(cursor.lastrowid))
             self._count += len(ids)
             if ids:
-                self.graph.add(np.array(ids, np.uint64), vectors, threads=1)
+                self.graph.add(np.array(ids, np.uint64), sketch(vectors, self.projection), threads=1)
+                self.half.put(ids, vectors)
                 self._changed(len(ids))
             return ids
 
@@ -242,36 +259,45 @@ class FaceIndex:
                 self.db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
             self._count -= 1
             self.graph.remove(int(face_id))
+            self.half.drop(face_id)
             self._changed(1)
             return row[0]
 
     def search(self, vectors: np.ndarray, k: int) -> list[list[Match]]:
         """The k nearest faces of each vector, nearest first (fewer when the index holds fewer), at
-        their exact squared L2 distance (from the table's float vectors)."""
+        their exact squared L2 distance: the graph proposes max(k, ANN_CANDIDATES) faces by their
+        sketches, their half-precision copies in memory pick the k nearest, and the table's float
+        vectors give those k their names and exact distances."""
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, self.dim)
         with self._lock:
             count = self._count
             k = min(int(k), count)
             if k == 0 or not len(vectors):
                 return [[] for _ in vectors]
-            self.graph.expansion_search = max(self.fixed_ef or search_ef(count, self.graph.connectivity), k)
+            proposed = min(count, max(k, ANN_CANDIDATES))
+            self.graph.expansion_search = max(self.fixed_ef or search_ef(count), proposed)
+            sketches = sketch(vectors, self.projection)
             if len(vectors) == 1:  # one face: usearch's single-query path, as many keys as found
-                keys = [self.graph.search(vectors[0], k, threads=1).keys.tolist()]
+                keys = [self.graph.search(sketches[0], proposed, threads=1).keys]
             else:
-                found = self.graph.search(vectors, k, threads=1)
-                keys = [row[:n].tolist() for row, n in zip(found.keys, found.counts)]
-            wanted = sorted({i for row in keys for i in row})
-            marks = ",".join("?" * len(wanted))
+                found = self.graph.search(sketches, proposed, threads=1)
+                keys = [row[:n] for row, n in zip(found.keys, found.counts)]
+            nearest = []
+            for query, row in zip(vectors, keys):
+                row = [int(i) for i in row if int(i) in self.half.row_of]
+                order = np.argsort(self.half.squared_distances(row, query), kind="stable")[:k] if row else []
+                nearest.append([row[j] for j in order])
+            wanted = sorted({i for row in nearest for i in row})
             rows = {r[0]: r[1:] for r in self.db.execute(
-                f"SELECT id, name, vector FROM faces WHERE id IN ({marks})", wanted).fetchall()}
+                f"SELECT id, name, vector FROM faces WHERE id IN ({','.join('?' * len(wanted))})", wanted).fetchall()}
         out = []
-        for query, row in zip(vectors.astype(np.float64), keys):
+        for query, row in zip(vectors.astype(np.float64), nearest):
             matches = []
             for i in row:
                 if i in rows:
                     d = np.frombuffer(rows[i][1], np.float32) - query
                     matches.append(Match(i, rows[i][0], float(np.dot(d, d))))
-            out.append(sorted(matches, key=lambda m: m.distance) if len(matches) > 1 else matches)
+            out.append(sorted(matches, key=lambda m: m.distance))
         return out
 
     def save(self) -> None:
