@@ -692,7 +692,7 @@ def bench_ann(sizes=(10_000, 100_000), dim: int = 512, n_queries: int = 1000, co
 
     Each configuration (library, M, its efs) of `configs` (default ANN_CONFIGS; `efs` replaces every
     configuration's) is built once per size and dataset with `threads` threads and
-    ef_construction/expansion_add `construction` (or loaded from `cache`, where the builds are kept
+    ef_construction/expansion_add `construction` (FaceIndex's graph: its own ANN_EXPANSION_ADD) (or loaded from `cache`, where the builds are kept
     for the next run, named by dataset, library, M and n; they take minutes at 100 000), then every
     (configuration, ef) candidate answers the same queries one at a time on one thread, interleaved:
     query r of every candidate runs before query r + 1 of any (the candidates in a new random order
@@ -741,7 +741,7 @@ def _bench_ann_on(dataset: str, data: np.ndarray, query_sets: dict, configs, efs
                   threads: int, folder: Path) -> list:
     """bench_ann's rows for one dataset and size: every candidate of `configs` (and FaceIndex when
     `chosen` is among them), interleaved on `query_sets`."""
-    from facecvt.pipeline.index import ANN_CANDIDATES, search_ef
+    from facecvt.pipeline.index import ANN_CANDIDATES, ANN_EXPANSION_ADD, search_ef
     from facecvt.pipeline.sketch import SKETCH_DIMS, new_projection, sketch
 
     rows = []
@@ -757,7 +757,8 @@ def _bench_ann_on(dataset: str, data: np.ndarray, query_sets: dict, configs, efs
     chosen_ef = search_ef(n)
     candidates, built = {}, {}
     for library, m, config_efs in configs:
-        index, build, mb = _ann_index(library, m, data, construction, threads, folder, dataset)
+        index, build, mb = _ann_index(library, m, data, ANN_EXPANSION_ADD if library == "usearch sketch" else construction,
+                                      threads, folder, dataset)
         built[(library, m)] = (index, build, mb)
         config_efs = sorted(set(efs or config_efs) | ({chosen_ef} if (library, m) == chosen else set()))
         for ef in config_efs:

@@ -227,9 +227,10 @@ def test_half_vectors_follow_adds_and_removals():
     half.drop(12345)  # not held: nothing happens
     half.put(list(range(101, 201)), data[100:])
     held = [i for i in range(1, 201) if i not in (1, 50, 100, 7)]
-    assert half.count == len(held) == len(half.row_of) and sorted(half.row_of) == held
+    assert half.count == len(held) and sorted(half.held_ids().tolist()) == held
+    assert 50 not in half and 51 in half and 500 not in half
     query = data[3]
-    exact = np.sum((data[np.array(held) - 1] - query) ** 2, axis=1)
-    np.testing.assert_allclose(half.squared_distances(held, query), exact, atol=2e-3)
-    with pytest.raises(KeyError):
-        half.squared_distances([50], query)
+    found, distances = half.squared_distances(np.array(held[::-1] + [50, 7, 999]), query)
+    assert found.tolist() == held[::-1]  # the ones not held are left out, the order kept
+    exact = np.sum((data[found - 1] - query) ** 2, axis=1)
+    np.testing.assert_allclose(distances, exact, atol=2e-3)

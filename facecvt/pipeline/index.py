@@ -39,7 +39,7 @@ from facecvt.pipeline.sketch import new_projection, sketch
 ANN_METRIC = "l2sq"
 ANN_DTYPE = "i8"
 ANN_CONNECTIVITY = 48
-ANN_EXPANSION_ADD = 200
+ANN_EXPANSION_ADD = 400  # 200 builds 1.4x faster, and its graph missed 0.8 % of face-like queries, not 0.2 %
 ANN_CANDIDATES = 16  # faces the graph proposes for the exact re-ranking (more when k is larger)
 
 DB_NAME = "faces.sqlite"
@@ -60,15 +60,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 def search_ef(count: int) -> int:
     """The graph's search expansion for `count` faces: count / 1500 within 64..512 (66 at 100 000).
 
-    Measured at 100 000 (usearch 2.26, connectivity 48, expansion_add 200, 128-D sketches, the
+    Measured at 100 000 (usearch 2.26, connectivity 48, expansion_add 400, 128-D sketches, the
     graph's 16 best re-ranked exactly; one query at a time, the candidates interleaved in a new order
     every query so that each finds its graph cold in the caches, as a server does after an
-    inference; scripts, not `make bench`): on vectors shaped like FaceNet's (50 000 people, two faces
-    each, a query a third face; different people 2.0 +- 0.22 apart in squared L2, as the released
-    weights put the test faces' different-person pairs at 2.0 +- 0.24), recall@1 0.986 at ef 32,
-    0.993 at 48, 0.996 at 64, 0.998 at 96, at 0.71 / 0.90 / 1.09 / 1.43 ms p50 (the earlier 512-D
-    8-bit graph at ef 48: 0.920 at 1.58 ms). Random 512-D unit vectors are easier: 0.990-0.995 at
-    ef 32, 0.997-0.998 at 48. Sizes above 100 000 are an extrapolation, not measured.
+    inference; benchmarks/run.py's bench_ann on two sets of 1000 queries): on vectors shaped like
+    FaceNet's (face_like_vectors: 50 000 people, two faces each, a query a third face) recall@1
+    0.981-0.983 at ef 32, 0.990-0.995 at 48-50, 0.995-0.997 at 66, 0.997-0.998 at 96; on random unit
+    vectors 0.992-0.994, 0.998, 0.999, 1.000. The time grows about linearly with ef (ef 50 took 0.83x
+    the time of ef 66). Sizes above 100 000 are an extrapolation, not measured.
     """
     return int(min(512, max(64, count // 1500)))
 
@@ -81,8 +80,9 @@ class Match:
 
 
 class FaceIndex:
-    """Thread-safe: one lock around the table and the graph (a search takes about 2 ms at 100 000
-    faces; inference, not the index, bounds the server's throughput)."""
+    """Thread-safe: one lock around the table, the graph and the in-memory copies (a search takes
+    1-2 ms at 100 000 faces; inference, not the index, bounds the server's throughput). Memory at
+    100 000 512-D faces: ~60 MB of graph and 100 MB of half-precision copies."""
 
     def __init__(self, folder: str | Path | None, dim: int, *, model: str = "",
                  connectivity: int = ANN_CONNECTIVITY, expansion_add: int = ANN_EXPANSION_ADD,
@@ -194,7 +194,7 @@ class FaceIndex:
             self.half.put(labels, vectors)
             if rebuild:
                 self.graph.add(labels, sketch(vectors, self.projection))
-        table_ids = set(self.half.row_of)
+        table_ids = set(self.half.held_ids().tolist())
         if not rebuild:
             # live keys only (removed ones are not listed); as one array: reading usearch's key view
             # one element at a time took 79 s for 100 000 faces
@@ -284,9 +284,8 @@ class FaceIndex:
                 keys = [row[:n] for row, n in zip(found.keys, found.counts)]
             nearest = []
             for query, row in zip(vectors, keys):
-                row = [int(i) for i in row if int(i) in self.half.row_of]
-                order = np.argsort(self.half.squared_distances(row, query), kind="stable")[:k] if row else []
-                nearest.append([row[j] for j in order])
+                held, distances = self.half.squared_distances(row, query)
+                nearest.append(held[np.argsort(distances, kind="stable")[:k]].tolist())
             wanted = sorted({i for row in nearest for i in row})
             rows = {r[0]: r[1:] for r in self.db.execute(
                 f"SELECT id, name, vector FROM faces WHERE id IN ({','.join('?' * len(wanted))})", wanted).fetchall()}
